@@ -1,0 +1,1 @@
+"""Live and file video: sources, sinks, the threaded pipeline, the face front-end, smoothing, compositing."""
