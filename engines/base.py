@@ -93,4 +93,61 @@ def check_feed(spec: TensorSpec, array: np.ndarray | Any, *, max_batch: int | No
     if len(shape) != len(spec.shape) or any(e not in (-1, g) for e, g in zip(spec.shape, shape, strict=True)):
         raise ShapeError(f"input {spec.name!r} must have shape {spec.shape} (-1 = any), got {shape}")
     if max_batch is not None and not 1 <= shape[0] <= max_batch:
-        raise ShapeError(f"input {spec.name!r} batch {shape[0]} is outside the engine's profile 1..{max_batch}")
+        raise ShapeError(
+            f"input {spec.name!r} batch {shape[0]} is outside the engine's profile 1..{max_batch}"
+        )
+
+
+def is_torch_tensor(value: Any) -> bool:
+    """True for a torch.Tensor, without importing torch (engines on numpy must not pay for it)."""
+    return type(value).__module__.startswith("torch") and hasattr(value, "data_ptr")
+
+
+def dtype_name(array: Any) -> str:
+    """``"float32"`` for a numpy array or a torch tensor of that dtype (torch's ``torch.float32`` spelling too)."""
+    return str(array.dtype).removeprefix("torch.")
+
+
+def check_feeds(
+    specs: tuple[TensorSpec, ...],
+    feeds: Mapping[str, Any],
+    *,
+    min_batch: int = 1,
+    max_batch: int | None = None,
+) -> int:
+    """Validate a whole feed dict against an engine's inputs; return the common batch size.
+
+    Raises :class:`engines.errors.ShapeError` when the names differ from the engine's input names
+    (the message names both), when a dtype differs from ``spec.dtype``, when a shape does not fit,
+    when inputs disagree on the batch, or when the batch is outside ``min_batch..max_batch``.
+    """
+    from engines.errors import ShapeError
+
+    expected = [s.name for s in specs]
+    if sorted(feeds) != sorted(expected):
+        raise ShapeError(f"inputs must be named {expected}, got {sorted(feeds)}")
+    batches = set()
+    for spec in specs:
+        array = feeds[spec.name]
+        if not hasattr(array, "shape") or not hasattr(array, "dtype"):
+            raise ShapeError(
+                f"input {spec.name!r} must be a numpy array or torch tensor, got {type(array).__name__}"
+            )
+        if dtype_name(array) != spec.dtype:
+            raise ShapeError(f"input {spec.name!r} must be {spec.dtype}, got {dtype_name(array)}")
+        check_feed(spec, array, max_batch=max_batch)
+        batches.add(int(array.shape[0]))
+    if len(batches) > 1:
+        raise ShapeError(f"all inputs must share one batch size, got {sorted(batches)}")
+    batch = batches.pop()
+    if batch < min_batch:
+        raise ShapeError(f"batch {batch} is outside the engine's profile {min_batch}..{max_batch}")
+    return batch
+
+
+def parse_device(device: str) -> tuple[str, int]:
+    """``"cpu"`` -> ("cpu", 0); ``"cuda"`` / ``"cuda:1"`` -> ("cuda", index). Anything else is a ValueError."""
+    kind, _, index = device.partition(":")
+    if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    return kind, int(index or 0)

@@ -16,7 +16,9 @@ import numpy as np
 
 from engines.errors import ModelLoadError
 
-DEFAULT_YUNET = Path(__file__).resolve().parent.parent / "models" / "yunet" / "face_detection_yunet_2023mar_int8bq.onnx"
+DEFAULT_YUNET = (
+    Path(__file__).resolve().parent.parent / "models" / "yunet" / "face_detection_yunet_2023mar_int8bq.onnx"
+)
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,9 @@ class YuNetDetector:
         scale = min(1.0, self.config.max_side / max(h, w))
         small = bgr_u8
         if scale < 1.0:
-            small = cv2.resize(bgr_u8, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+            small = cv2.resize(
+                bgr_u8, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
+            )
         size = (small.shape[1], small.shape[0])
         if size != self._input_size:
             self._net.setInputSize(size)
@@ -91,6 +95,10 @@ class YuNetDetector:
         for row in np.asarray(raw, dtype=np.float32):
             box = row[0:4] / scale
             lms = row[4:14].reshape(5, 2) / scale
-            faces.append(FaceDetection(box=box.astype(np.float32), landmarks=lms.astype(np.float32), score=float(row[14])))
+            faces.append(
+                FaceDetection(
+                    box=box.astype(np.float32), landmarks=lms.astype(np.float32), score=float(row[14])
+                )
+            )
         faces.sort(key=lambda f: -float(f.box[2] * f.box[3]))
         return faces[: self.config.max_faces]

@@ -1,0 +1,67 @@
+"""Where built engines and timing caches live: one directory per GPU and TensorRT version.
+
+Layout under the cache root (``cache_root()``)::
+
+    engines/<gpu-name>-sm<cc>/trt-<tensorrt version>/
+        timing.cache                                   # shared by every build on this GPU + TensorRT
+        <name>-<sha256[:16]>-<precision>-b<min>_<opt>_<max>.engine
+        <name>-<sha256[:16]>-<precision>-b<min>_<opt>_<max>.torchtrt-<version>.ep   (+ .json header)
+
+The file name carries every field of the key, so two models, precisions or batch profiles never share
+a file, and a new GPU or TensorRT version starts a fresh directory instead of tripping over old plans.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from engines.metadata import EngineHeader
+
+CACHE_ENV = "DEOCCLUDE_CACHE"
+
+
+def cache_root(override: str | Path | None = None) -> Path:
+    """``override`` if given, else ``$DEOCCLUDE_CACHE``, else ``~/.cache/deocclude``."""
+    if override is not None:
+        return Path(override).expanduser()
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "deocclude"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-") or "unknown"
+
+
+@dataclass(frozen=True)
+class EngineCache:
+    """Paths of cached engines under ``root`` (see the module docstring); creates nothing until asked."""
+
+    root: Path
+
+    @classmethod
+    def at(cls, override: str | Path | None = None) -> EngineCache:
+        return cls(cache_root(override))
+
+    def gpu_dir(self, gpu_name: str, gpu_compute_capability: str, tensorrt_version: str) -> Path:
+        cc = gpu_compute_capability.replace(".", "")
+        return self.root / "engines" / f"{_slug(gpu_name)}-sm{cc}" / f"trt-{_slug(tensorrt_version)}"
+
+    def timing_cache_path(self, gpu_name: str, gpu_compute_capability: str, tensorrt_version: str) -> Path:
+        # Timing entries are per tactic and GPU, not per model, so one file serves every build here.
+        return self.gpu_dir(gpu_name, gpu_compute_capability, tensorrt_version) / "timing.cache"
+
+    def engine_path(self, key: EngineHeader, *, name: str = "") -> Path:
+        """Path of the engine for ``key`` (its build-time fields; ``built_at`` is ignored)."""
+        directory = self.gpu_dir(key.gpu_name, key.gpu_compute_capability, key.tensorrt_version)
+        stem = (
+            f"{_slug(name or key.model.role)}-{key.onnx_sha256[:16]}-{key.precision}"
+            f"-b{key.min_batch}_{key.opt_batch}_{key.max_batch}"
+        )
+        if key.backend == "torch-tensorrt":
+            return directory / f"{stem}.torchtrt-{_slug(key.torch_tensorrt_version)}.ep"
+        return directory / f"{stem}.engine"

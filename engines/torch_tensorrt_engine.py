@@ -1,0 +1,293 @@
+"""torch-tensorrt backend: the exported program (.pt2) compiled with ``torch_tensorrt.compile(ir="dynamo")``.
+
+Compiled modules are cached as ExportedPrograms (``torch_tensorrt.save``) in the per-GPU engine cache
+with a JSON header beside them (:func:`engines.metadata.write_header_sidecar`); for this backend the
+header's ``onnx_sha256`` holds the sha256 of the .pt2 that was compiled. fp16 is done by compiling a
+half-precision module with half inputs, which every torch-tensorrt 2.x honours (older releases through
+``enabled_precisions``, newer ones through explicit typing); I/O stays float32 for callers.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engines.base import ModelInfo, check_feeds, is_torch_tensor
+from engines.cache import EngineCache
+from engines.errors import (
+    BackendUnavailableError,
+    EngineError,
+    EngineMismatchError,
+    ModelLoadError,
+    ShapeError,
+)
+from engines.metadata import (
+    PRECISIONS,
+    EngineHeader,
+    check_header,
+    read_header_sidecar,
+    sha256_file,
+    tensor_specs,
+    write_header_sidecar,
+)
+from engines.tensorrt_engine import current_gpu, import_tensorrt
+from engines.torch_engine import (
+    import_torch,
+    load_exported,
+    outputs_by_name,
+    resolve_pt2,
+    to_half,
+    torch_device,
+)
+
+log = logging.getLogger(__name__)
+
+TORCH_TENSORRT_MISSING = (
+    "torch-tensorrt is not installed: pip install deocclude[tensorrt] on a machine with an NVIDIA GPU"
+)
+
+
+def import_torch_tensorrt() -> Any:
+    try:
+        import torch_tensorrt
+    except (ImportError, OSError) as exc:  # OSError: the wheel is there but libnvinfer is not
+        raise BackendUnavailableError(TORCH_TENSORRT_MISSING) from exc
+    return torch_tensorrt
+
+
+def _accepted(fn: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The subset of ``kwargs`` that ``fn`` accepts (torch-tensorrt's options differ between releases)."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return kwargs
+    return {k: v for k, v in kwargs.items() if k in params}
+
+
+def expected_torch_tensorrt_header(
+    pt2: Path, info: ModelInfo, *, precision: str, min_batch: int, opt_batch: int, max_batch: int, device: str
+) -> EngineHeader:
+    trt = import_tensorrt()
+    torch_tensorrt = import_torch_tensorrt()
+    gpu_name, capability = current_gpu(device)
+    return EngineHeader(
+        onnx_sha256=sha256_file(pt2),
+        model=info,
+        precision=precision,
+        min_batch=min_batch,
+        opt_batch=opt_batch,
+        max_batch=max_batch,
+        tensorrt_version=str(trt.__version__),
+        gpu_name=gpu_name,
+        gpu_compute_capability=capability,
+        built_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        backend="torch-tensorrt",
+        torch_tensorrt_version=str(torch_tensorrt.__version__),
+    )
+
+
+def _compile(
+    pt2: Path, info: ModelInfo, header: EngineHeader, device: str, workspace_gb: float, timing_cache: Path
+) -> tuple[Any, list[str], list[Any]]:
+    """(compiled module, input names in call order, torch_tensorrt.Input specs)."""
+    torch_tensorrt = import_torch_tensorrt()
+    torch = import_torch()
+    module, names = load_exported(pt2, info)
+    dtype = torch.float16 if header.precision == "fp16" else torch.float32
+    module = module.to(device)
+    if dtype == torch.float16:
+        module = to_half(module)
+    specs = {s.name: s for s in tensor_specs(info)[0]}
+    inputs = [
+        torch_tensorrt.Input(
+            min_shape=(header.min_batch, *specs[n].shape[1:]),
+            opt_shape=(header.opt_batch, *specs[n].shape[1:]),
+            max_shape=(header.max_batch, *specs[n].shape[1:]),
+            dtype=dtype,
+        )
+        for n in names
+    ]
+    timing_cache.parent.mkdir(parents=True, exist_ok=True)
+    options = _accepted(
+        torch_tensorrt.dynamo.compile,
+        {
+            "workspace_size": int(workspace_gb * (1 << 30)),
+            "min_block_size": 1,
+            "timing_cache_path": str(timing_cache),
+        },
+    )
+    log.info(
+        "engine: compiling %s with torch-tensorrt (%s, batch %d/%d/%d)",
+        pt2,
+        header.precision,
+        header.min_batch,
+        header.opt_batch,
+        header.max_batch,
+    )
+    with torch.cuda.device(device):
+        compiled = torch_tensorrt.compile(
+            module, ir="dynamo", inputs=inputs, enabled_precisions={dtype}, **options
+        )
+    return compiled, names, inputs
+
+
+def compile_and_save(
+    model_path: str | Path,
+    *,
+    out: Path | None = None,
+    precision: str = "fp16",
+    min_batch: int = 1,
+    opt_batch: int | None = None,
+    max_batch: int = 8,
+    workspace_gb: float = 4.0,
+    device: str = "cuda",
+    cache_dir: str | Path | None = None,
+) -> Path:
+    """Compile the .pt2 for ``model_path`` and save it (default: into the engine cache); returns the path."""
+    import_torch_tensorrt()
+    pt2, info = resolve_pt2(model_path)
+    dev = torch_device(device)
+    header = expected_torch_tensorrt_header(
+        pt2,
+        info,
+        precision=precision,
+        min_batch=min_batch,
+        opt_batch=opt_batch or max_batch,
+        max_batch=max_batch,
+        device=dev,
+    )
+    cache = EngineCache.at(cache_dir)
+    out = out or cache.engine_path(header, name=pt2.stem)
+    timing = cache.timing_cache_path(header.gpu_name, header.gpu_compute_capability, header.tensorrt_version)
+    compiled, _, inputs = _compile(pt2, info, header, dev, workspace_gb, timing)
+    torch_tensorrt = import_torch_tensorrt()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch_tensorrt.save(compiled, str(out), output_format="exported_program", inputs=inputs)
+    write_header_sidecar(out, header)
+    return out
+
+
+class TorchTensorRTEngine:
+    """The exported program compiled by torch-tensorrt, on CUDA. ``model_path``: the .pt2 or the .onnx next to it.
+
+    A compiled module cached for this GPU / TensorRT / torch-tensorrt / .pt2 / precision / batch profile
+    is loaded; otherwise the program is compiled (minutes) and, with ``use_cache``, saved. Runs on the
+    caller's current CUDA stream. I/O float32 NCHW.
+    """
+
+    backend = "torch-tensorrt"
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        device: str = "cuda",
+        precision: str = "fp16",
+        max_batch: int = 8,
+        min_batch: int = 1,
+        opt_batch: int | None = None,
+        cache_dir: str | Path | None = None,
+        use_cache: bool = True,
+        workspace_gb: float = 4.0,
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        torch_tensorrt = import_torch_tensorrt()
+        torch = import_torch()
+        self._torch = torch
+        self.device = torch_device(device)
+        if self.device == "cpu":
+            raise BackendUnavailableError("torch-tensorrt runs on CUDA devices only, got device 'cpu'")
+        self.path, self.info = resolve_pt2(model_path)
+        self.inputs, self.outputs = tensor_specs(self.info)
+        self.precision = precision
+        self.min_batch, self.max_batch = min_batch, max_batch
+        self._dtype = torch.float16 if precision == "fp16" else torch.float32
+        header = expected_torch_tensorrt_header(
+            self.path,
+            self.info,
+            precision=precision,
+            min_batch=min_batch,
+            opt_batch=opt_batch or max_batch,
+            max_batch=max_batch,
+            device=self.device,
+        )
+        cache = EngineCache.at(cache_dir)
+        cached = cache.engine_path(header, name=self.path.stem)
+        self._module: Any = None
+        self._arg_names = [s.name for s in self.inputs]
+        if use_cache and cached.is_file():
+            try:
+                check_header(read_header_sidecar(cached), header, path=cached)
+                with torch.cuda.device(self.device):
+                    program = torch.export.load(str(cached))
+                self._module = program.module()
+                self._arg_names = [str(n) for n in program.graph_signature.user_inputs]
+                log.info("engine: torch-tensorrt module loaded from %s", cached)
+            except (EngineMismatchError, ModelLoadError, RuntimeError) as exc:
+                log.info("engine: cached torch-tensorrt module unusable (%s); recompiling", exc)
+        if self._module is None:
+            timing = cache.timing_cache_path(
+                header.gpu_name, header.gpu_compute_capability, header.tensorrt_version
+            )
+            self._module, self._arg_names, inputs = _compile(
+                self.path, self.info, header, self.device, workspace_gb, timing
+            )
+            if use_cache:
+                try:
+                    cached.parent.mkdir(parents=True, exist_ok=True)
+                    torch_tensorrt.save(
+                        self._module, str(cached), output_format="exported_program", inputs=inputs
+                    )
+                    write_header_sidecar(cached, header)
+                except Exception as exc:  # saving is an optimisation: never fail a working engine over it
+                    log.info(
+                        "engine: could not cache the torch-tensorrt module (%s); it recompiles next start",
+                        exc,
+                    )
+
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        """numpy in -> numpy out; torch CUDA tensors in -> torch tensors out (float32 NCHW)."""
+        if self._module is None:
+            raise EngineError(f"torch-tensorrt engine for {self.path} is closed")
+        check_feeds(self.inputs, feeds, min_batch=self.min_batch, max_batch=self.max_batch)
+        torch = self._torch
+        torch_inputs = [is_torch_tensor(v) for v in feeds.values()]
+        if any(torch_inputs) and not all(torch_inputs):
+            raise ShapeError("inputs must be all numpy arrays or all torch tensors, got a mix")
+        as_torch = all(torch_inputs)
+        args = []
+        for name in self._arg_names:
+            value = feeds[name]
+            if as_torch:
+                if str(value.device) != self.device:
+                    raise ShapeError(
+                        f"input {name!r} is on {value.device}, this engine runs on {self.device}"
+                    )
+            else:
+                value = torch.from_numpy(np.ascontiguousarray(value)).to(self.device)
+            args.append(value.to(self._dtype).contiguous())
+        with torch.inference_mode():
+            outs = outputs_by_name(self._module(*args), self.outputs)
+        outs = tuple(o.float() for o in outs)
+        if as_torch:
+            return {s.name: o for s, o in zip(self.outputs, outs, strict=True)}
+        return {s.name: o.cpu().numpy() for s, o in zip(self.outputs, outs, strict=True)}
+
+    def warmup(self, batch: int = 1) -> None:
+        torch = self._torch
+        self.run({s.name: torch.zeros((batch, *s.shape[1:]), device=self.device) for s in self.inputs})
+
+    def close(self) -> None:
+        self._module = None
+
+    def __enter__(self) -> TorchTensorRTEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
