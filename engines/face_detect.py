@@ -65,12 +65,17 @@ class YuNetDetector:
         path = Path(self.config.model_path)
         if not path.is_file():
             raise ModelLoadError(f"face detector model not found: {path}")
+        # OpenCV 5 warns on every create that the new DNN engine ignores the target; silence only that.
+        previous = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
         try:
             self._net = cv2.FaceDetectorYN.create(
                 str(path), "", (320, 320), self.config.score_threshold, self.config.nms_threshold, 5000
             )
         except cv2.error as exc:  # corrupt or wrong file
             raise ModelLoadError(f"cannot load face detector {path}: {exc}") from exc
+        finally:
+            cv2.utils.logging.setLogLevel(previous)
         self._input_size: tuple[int, int] | None = None
 
     def detect(self, bgr_u8: np.ndarray) -> list[FaceDetection]:
