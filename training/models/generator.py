@@ -1,0 +1,71 @@
+"""The FMODR generator: coarse U-Net followed by the two-stream refine network (paper section 4.1).
+
+``forward(image_rgb01, mask)``: image (N, 3, S, S) RGB in [0, 1], mask (N, 1, S, S) in [0, 1] where 1 marks
+the pixels to restore (the detector's probability may be passed as is; it is used as a soft mask).
+Returns :class:`GeneratorOutput` with ``coarse`` and ``refined``, both (N, 3, S, S) RGB in [0, 1] for the
+whole crop (sigmoid heads). Neither is composited: the caller blends ``refined`` inside the mask
+(:func:`composite`), which is also what the exported ``restored`` output means.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from training.models.attention import SelfAdaptiveContextualAttention
+from training.models.coarse import CoarseUNet
+from training.models.profiles import ModelProfile
+from training.models.refine import RefineNetwork
+
+
+class GeneratorOutput(NamedTuple):
+    """Coarse and refined restorations, each (N, 3, S, S) RGB in [0, 1]."""
+
+    coarse: torch.Tensor
+    refined: torch.Tensor
+
+
+def composite(image_rgb01: torch.Tensor, mask: torch.Tensor, restored_rgb01: torch.Tensor) -> torch.Tensor:
+    """Restored pixels inside the mask, original pixels outside: ``restored * mask + image * (1 - mask)``."""
+    return restored_rgb01 * mask + image_rgb01 * (1.0 - mask)
+
+
+class FMODRGenerator(nn.Module):
+    """Coarse-to-refine generator; see the module docstring for the tensor contract."""
+
+    def __init__(self, profile: ModelProfile) -> None:
+        super().__init__()
+        self.profile = profile
+        self.coarse = CoarseUNet(profile.gen_channels, profile.coarse_levels, profile.coarse_dilations)
+        attention = (
+            SelfAdaptiveContextualAttention(
+                4 * profile.gen_channels, profile.attention_rate, profile.attention_softmax_scale
+            )
+            if profile.attention
+            else None
+        )
+        self.refine = RefineNetwork(profile.gen_channels, profile.refine_dilations, attention)
+
+    def forward(self, image_rgb01: torch.Tensor, mask: torch.Tensor) -> GeneratorOutput:
+        size = self.profile.crop_size
+        if image_rgb01.shape[1:] != (3, size, size) or mask.shape[1:] != (1, size, size):
+            raise ValueError(
+                f"generator expects image (N, 3, {size}, {size}) and mask (N, 1, {size}, {size}), "
+                f"got {tuple(image_rgb01.shape)} and {tuple(mask.shape)}"
+            )
+        known = image_rgb01 * (1.0 - mask)
+        coarse = self.coarse(torch.cat([known, mask], dim=1))
+        refined = self.refine(coarse * mask + known, mask)
+        return GeneratorOutput(coarse=coarse, refined=refined)
+
+    def pin_attention_fp32(self, pinned: bool = True) -> None:
+        """Run the contextual attention in float32 even under autocast / half precision."""
+        if self.refine.attention is not None:
+            self.refine.attention.pin_fp32 = pinned
+
+
+def build_generator(profile: ModelProfile) -> FMODRGenerator:
+    """The FMODR generator sized by ``profile``."""
+    return FMODRGenerator(profile)
