@@ -1,0 +1,122 @@
+"""The command line end to end: the bundled demo clip through the real pipeline, and bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import pytest
+
+import run_stream
+from stream.app import DEMO_CLIP, MODELS_DIR
+
+DEMO_FRAMES = 24
+
+
+@pytest.fixture(scope="module")
+def short_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first second of the bundled demo clip, audio included (stream copy, no re-encode)."""
+    out = tmp_path_factory.mktemp("media") / "short_demo.mp4"
+    with av.open(str(DEMO_CLIP)) as src, av.open(str(out), "w") as dst:
+        vin, ain = src.streams.video[0], src.streams.audio[0]
+        vout, aout = dst.add_stream_from_template(vin), dst.add_stream_from_template(ain)
+        frames = 0
+        for packet in src.demux(vin, ain):
+            if packet.dts is None:
+                continue
+            if packet.stream is vin:
+                if frames >= DEMO_FRAMES:
+                    continue
+                frames += 1
+                packet.stream = vout
+            else:
+                if float(packet.pts * packet.time_base) > DEMO_FRAMES / 24:
+                    continue
+                packet.stream = aout
+            dst.mux(packet)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Untrained tiny-profile networks exported by the training package (real ONNX, real interfaces)."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from training.export import export_models, save_checkpoint
+    from training.models import build_detector, build_generator
+    from training.models.profiles import get_profile
+
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("tiny_models")
+    profile = get_profile("tiny")
+    ckpt = save_checkpoint(
+        root / "tiny.pt", profile="tiny", detector=build_detector(profile), generator=build_generator(profile)
+    )
+    export_models(ckpt, root / "export")
+    return root / "export"
+
+
+def _video_info(path: Path) -> tuple[int, int, int, list[int], bool]:
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        pts = [f.pts for f in c.decode(v)]
+        return v.codec_context.width, v.codec_context.height, len(pts), pts, bool(c.streams.audio)
+
+
+def test_file_run_keeps_every_frame_size_timestamps_and_audio(
+    short_demo: Path, tiny_models: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "restored.mp4"
+    stats = tmp_path / "stats.json"
+    code = run_stream.main(
+        [
+            "--input",
+            str(short_demo),
+            "--output",
+            str(out),
+            "--models",
+            str(tiny_models),
+            "-q",
+            "--stats-json",
+            str(stats),
+        ]
+    )
+    assert code == run_stream.EXIT_OK
+    w_in, h_in, n_in, pts_in, _ = _video_info(short_demo)
+    w, h, n, pts, has_audio = _video_info(out)
+    assert (w, h, n) == (w_in, h_in, n_in) == (640, 360, DEMO_FRAMES)
+    assert pts == pts_in
+    assert has_audio
+    assert '"frames_out": 24' in stats.read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle", "code"),
+    [
+        (["--input", "/definitely/missing.mp4"], "no such file", run_stream.EXIT_ERROR),
+        (["--input", __file__], "not a readable video", run_stream.EXIT_ERROR),
+        (["--max-faces", "0"], "max_faces", run_stream.EXIT_USAGE),
+        (["--models", "/definitely/missing"], "detector model not found", run_stream.EXIT_ERROR),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(
+    args: list[str], needle: str, code: int, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert run_stream.main([*args, "--output", str(tmp_path / "o.mp4"), "-q", "--log-level", "ERROR"]) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0]
+    assert "Traceback" not in "\n".join(err)
+
+
+@pytest.mark.skipif(
+    not (MODELS_DIR / "small" / "generator.onnx").is_file(),
+    reason="the default models/small is not in the repo",
+)
+def test_default_models_find_and_restore_the_demo_mask(short_demo: Path, tmp_path: Path) -> None:
+    """The shipped detector must find the face-mask of the demo clip, and the generator must change it."""
+    from stream.app import StreamConfig, run
+
+    result = run(StreamConfig(input=str(short_demo), output=str(tmp_path / "o.mp4"), progress=False))
+    restored = [r.masked_faces for r in result.reports]
+    assert len(restored) == DEMO_FRAMES
+    assert sum(1 for m in restored if m >= 1) >= DEMO_FRAMES * 0.9
