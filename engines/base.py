@@ -145,6 +145,23 @@ def check_feeds(
     return batch
 
 
+def feeds_as_torch(feeds: Mapping[str, Any], device: str) -> bool:
+    """Whether ``feeds`` (already checked by :func:`check_feeds`) are torch tensors, all on ``device``
+    ("cpu", "cuda:N"), rather than numpy arrays. A mix of the two, or a tensor on another device,
+    raises :class:`engines.errors.ShapeError`."""
+    from engines.errors import ShapeError
+
+    torch_inputs = [is_torch_tensor(v) for v in feeds.values()]
+    if any(torch_inputs) and not all(torch_inputs):
+        raise ShapeError("inputs must be all numpy arrays or all torch tensors, got a mix")
+    if not any(torch_inputs):
+        return False
+    for name, tensor in feeds.items():
+        if str(tensor.device) != device:
+            raise ShapeError(f"input {name!r} is on {tensor.device}, this engine runs on {device}")
+    return True
+
+
 def parse_device(device: str) -> tuple[str, int]:
     """``"cpu"`` -> ("cpu", 0); ``"cuda"`` / ``"cuda:1"`` -> ("cuda", index). Anything else is a ValueError."""
     kind, _, index = device.partition(":")

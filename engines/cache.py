@@ -55,6 +55,10 @@ class EngineCache:
         # Timing entries are per tactic and GPU, not per model, so one file serves every build here.
         return self.gpu_dir(gpu_name, gpu_compute_capability, tensorrt_version) / "timing.cache"
 
+    def timing_cache_for(self, key: EngineHeader) -> Path:
+        """:meth:`timing_cache_path` of the GPU and TensorRT version ``key`` was (or is to be) built for."""
+        return self.timing_cache_path(key.gpu_name, key.gpu_compute_capability, key.tensorrt_version)
+
     def engine_path(self, key: EngineHeader, *, name: str = "") -> Path:
         """Path of the engine for ``key`` (its build-time fields; ``built_at`` is ignored)."""
         directory = self.gpu_dir(key.gpu_name, key.gpu_compute_capability, key.tensorrt_version)

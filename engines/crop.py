@@ -15,8 +15,9 @@ import cv2
 import numpy as np
 
 # ArcFace five-point template in a 112x112 crop: left eye, right eye, nose tip, left and right mouth
-# corners (image left/right, i.e. the subject's right eye comes first).
-_ARCFACE_112 = np.array(
+# corners (image left/right, i.e. the subject's right eye comes first). OpenCV's
+# FaceRecognizerSF.alignCrop uses the same points. Read-only: it is shared module state.
+ARCFACE_112 = np.array(
     [
         [38.2946, 51.6963],
         [73.5318, 51.5014],
@@ -26,6 +27,7 @@ _ARCFACE_112 = np.array(
     ],
     dtype=np.float64,
 )
+ARCFACE_112.flags.writeable = False
 # Why 1.5: the ArcFace crop cuts the chin and forehead, and a face-mask reaches below the chin.
 _ENLARGE = 1.5
 
@@ -34,7 +36,7 @@ def template(crop_size: int) -> np.ndarray:
     """Five canonical landmarks (5, 2) float64 in pixel coordinates of a ``crop_size`` square crop."""
     if crop_size < 16:
         raise ValueError(f"crop_size must be >= 16 pixels, got {crop_size}")
-    centred = (_ARCFACE_112 - 56.0) / _ENLARGE + 56.0
+    centred = (ARCFACE_112 - 56.0) / _ENLARGE + 56.0
     return centred * (crop_size / 112.0)
 
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from engines.base import ModelInfo, TensorSpec, check_feeds, is_torch_tensor, parse_device
+from engines.base import ModelInfo, TensorSpec, check_feeds, feeds_as_torch, parse_device
 from engines.cache import cache_root
-from engines.errors import BackendUnavailableError, EngineError, ModelLoadError, ShapeError
+from engines.errors import BackendUnavailableError, EngineError, ModelLoadError
 from engines.metadata import PRECISIONS, read_onnx_info, tensor_specs
 
 log = logging.getLogger(__name__)
@@ -158,16 +158,10 @@ class OnnxRuntimeEngine:
         if self._session is None:
             raise EngineError(f"{self.backend} engine for {self.path} is closed")
         batch = check_feeds(self.inputs, feeds, max_batch=self.max_batch)
-        torch_inputs = [is_torch_tensor(v) for v in feeds.values()]
-        if any(torch_inputs) and not all(torch_inputs):
-            raise ShapeError("inputs must be all numpy arrays or all torch tensors, got a mix")
-        if not any(torch_inputs):
+        if not feeds_as_torch(feeds, self.device):
             arrays = {k: np.ascontiguousarray(v) for k, v in feeds.items()}
             values = self._session.run([s.name for s in self.outputs], arrays)
             return dict(zip([s.name for s in self.outputs], values, strict=True))
-        for name, tensor in feeds.items():
-            if str(tensor.device) != self.device:
-                raise ShapeError(f"input {name!r} is on {tensor.device}, this engine runs on {self.device}")
         if self.device == "cpu":
             import torch
 

@@ -9,23 +9,18 @@ this module imports on machines without it.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from engines.base import TensorSpec, check_feeds, is_torch_tensor
+from engines._cuda import cuda_device, engine_header, import_runtime
+from engines.base import TensorSpec, check_feeds, feeds_as_torch
 from engines.cache import EngineCache
-from engines.errors import (
-    BackendUnavailableError,
-    EngineError,
-    EngineMismatchError,
-    ModelLoadError,
-    ShapeError,
-)
+from engines.errors import EngineError, EngineMismatchError, ModelLoadError, ShapeError
 from engines.metadata import (
     EngineHeader,
     check_header,
@@ -35,7 +30,8 @@ from engines.metadata import (
     sha256_file,
     tensor_specs,
 )
-from engines.torch_engine import import_torch, torch_device
+from engines.torch_engine import import_torch, named_outputs
+from engines.torch_engine import torch_device as torch_device  # re-exported: engines.build imports it here
 
 log = logging.getLogger(__name__)
 
@@ -46,21 +42,7 @@ TENSORRT_MISSING = (
 
 def import_tensorrt() -> Any:
     """The ``tensorrt`` module, or BackendUnavailableError with the one-line install hint."""
-    try:
-        import tensorrt
-    except (ImportError, OSError) as exc:  # OSError: the wheel is there but libnvinfer is not
-        raise BackendUnavailableError(TENSORRT_MISSING) from exc
-    return tensorrt
-
-
-def current_gpu(device: str = "cuda") -> tuple[str, str]:
-    """(name, compute capability "8.9") of ``device`` as torch sees it."""
-    torch = import_torch()
-    dev = torch_device(device)
-    if dev == "cpu":
-        raise BackendUnavailableError("TensorRT needs a CUDA device, got 'cpu'")
-    major, minor = torch.cuda.get_device_capability(dev)
-    return torch.cuda.get_device_name(dev), f"{major}.{minor}"
+    return import_runtime("tensorrt", TENSORRT_MISSING)
 
 
 def expected_header(
@@ -76,18 +58,15 @@ def expected_header(
 ) -> EngineHeader:
     """The header an engine for ``onnx_path`` must carry to run here (built_at = now)."""
     trt = import_tensorrt()
-    gpu_name, capability = current_gpu(device)
-    return EngineHeader(
-        onnx_sha256=sha256_file(onnx_path),
-        model=read_onnx_info(onnx_path),
+    return engine_header(
+        sha256_file(onnx_path),
+        read_onnx_info(onnx_path),
         precision=precision,
         min_batch=min_batch,
         opt_batch=opt_batch,
         max_batch=max_batch,
+        device=device,
         tensorrt_version=str(trt.__version__),
-        gpu_name=gpu_name,
-        gpu_compute_capability=capability,
-        built_at=datetime.now(UTC).isoformat(timespec="seconds"),
         backend=backend,
         torch_tensorrt_version=torch_tensorrt_version,
     )
@@ -125,23 +104,19 @@ class TensorRTEngine:
         trt = import_tensorrt()
         torch = import_torch()
         self._trt, self._torch = trt, torch
-        self.device = torch_device(device)
-        if self.device == "cpu":
-            raise BackendUnavailableError("TensorRT engines run on CUDA devices only, got device 'cpu'")
+        self.device = cuda_device(device, "TensorRT")
         self.path = Path(engine_path)
         header, plan = read_engine_file(self.path)
-        gpu_name, capability = current_gpu(self.device)
         lo, opt, hi = batch_profile or (header.min_batch, header.opt_batch, header.max_batch)
-        wanted = EngineHeader(
-            onnx_sha256=sha256_file(onnx_path) if onnx_path else header.onnx_sha256,
-            model=read_onnx_info(onnx_path) if onnx_path else header.model,
+        wanted = engine_header(
+            sha256_file(onnx_path) if onnx_path else header.onnx_sha256,
+            read_onnx_info(onnx_path) if onnx_path else header.model,
             precision=precision or header.precision,
             min_batch=lo,
             opt_batch=opt,
             max_batch=hi,
+            device=self.device,
             tensorrt_version=str(trt.__version__),
-            gpu_name=gpu_name,
-            gpu_compute_capability=capability,
         )
         check_header(header, wanted, path=self.path)
         self.header = header
@@ -203,19 +178,12 @@ class TensorRTEngine:
             raise EngineError(f"TensorRT engine {self.path} is closed")
         batch = check_feeds(self.inputs, feeds, min_batch=self.min_batch, max_batch=self.max_batch)
         torch = self._torch
-        torch_inputs = [is_torch_tensor(v) for v in feeds.values()]
-        if any(torch_inputs) and not all(torch_inputs):
-            raise ShapeError("inputs must be all numpy arrays or all torch tensors, got a mix")
-        as_torch = all(torch_inputs)
+        as_torch = feeds_as_torch(feeds, self.device)
         stream = torch.cuda.current_stream(self.device)
         keep = []
         for spec in self.inputs:
             value = feeds[spec.name]
             shape = (batch, *spec.shape[1:])
-            if as_torch and str(value.device) != self.device:
-                raise ShapeError(
-                    f"input {spec.name!r} is on {value.device}, this engine runs on {self.device}"
-                )
             if as_torch and value.dtype == self._dtypes[spec.name] and value.is_contiguous():
                 source = value  # bind the caller's memory directly: no copy
             else:
@@ -233,16 +201,16 @@ class TensorRTEngine:
         # A refused enqueue records nothing: returning the buffers would hand out stale outputs.
         if not self._context.execute_async_v3(stream.cuda_stream):
             raise EngineError(f"TensorRT refused to enqueue {self.path} (see the TensorRT log above)")
-        outs = {}
+        outs = []
         for spec in self.outputs:
             view = self._buffers[spec.name][:batch]
-            if not as_torch:
-                outs[spec.name] = view.float().cpu().numpy()  # .cpu() waits for this stream
-            elif view.dtype != torch.float32:
-                outs[spec.name] = view.float()  # a new tensor already
+            if view.dtype != torch.float32:
+                outs.append(view.float())  # a new tensor already
+            elif as_torch and self.copy_outputs:
+                outs.append(view.clone())
             else:
-                outs[spec.name] = view.clone() if self.copy_outputs else view
-        return outs
+                outs.append(view)  # for numpy, named_outputs copies it to the host
+        return named_outputs(self.outputs, outs, as_torch)
 
     def warmup(self, batch: int = 1) -> None:
         torch = self._torch
@@ -290,17 +258,19 @@ class TensorRTEngine:
         )
         cache = EngineCache.at(cache_dir)
         path = cache.engine_path(want, name=Path(onnx_path).stem)
+        load = functools.partial(
+            cls,
+            path,
+            onnx_path=onnx_path,
+            device=device,
+            precision=precision,
+            batch_profile=(want.min_batch, want.opt_batch, want.max_batch),
+        )
         reason = "no cached engine"
         if path.is_file():
             try:
                 check_header(read_engine_header(path), want, path=path)
-                return cls(
-                    path,
-                    onnx_path=onnx_path,
-                    device=device,
-                    precision=precision,
-                    batch_profile=(want.min_batch, want.opt_batch, want.max_batch),
-                )
+                return load()
             except (EngineMismatchError, ModelLoadError) as exc:
                 if not allow_build:
                     raise
@@ -321,16 +291,8 @@ class TensorRTEngine:
                 opt_batch=want.opt_batch,
                 max_batch=want.max_batch,
                 workspace_gb=workspace_gb,
-                timing_cache=cache.timing_cache_path(
-                    want.gpu_name, want.gpu_compute_capability, want.tensorrt_version
-                ),
+                timing_cache=cache.timing_cache_for(want),
                 device=device,
             )
         )
-        return cls(
-            path,
-            onnx_path=onnx_path,
-            device=device,
-            precision=precision,
-            batch_profile=(want.min_batch, want.opt_batch, want.max_batch),
-        )
+        return load()

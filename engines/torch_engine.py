@@ -7,20 +7,14 @@ graph per batch size, captured on first use). I/O is always float32 NCHW: the fp
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from engines.base import ModelInfo, TensorSpec, check_feeds, is_torch_tensor, parse_device
-from engines.errors import (
-    BackendUnavailableError,
-    EngineError,
-    EngineMismatchError,
-    ModelLoadError,
-    ShapeError,
-)
+from engines.base import ModelInfo, TensorSpec, check_feeds, feeds_as_torch, is_torch_tensor, parse_device
+from engines.errors import BackendUnavailableError, EngineError, EngineMismatchError, ModelLoadError
 from engines.metadata import PRECISIONS, pt2_sibling, read_onnx_info, read_pt2_info, tensor_specs
 
 
@@ -91,6 +85,21 @@ def outputs_by_name(result: Any, outputs: tuple[TensorSpec, ...]) -> tuple[Any, 
     if len(items) != len(outputs):
         raise ModelLoadError(f"module returned {len(items)} outputs, expected {[s.name for s in outputs]}")
     return items
+
+
+def to_device(value: Any, device: str) -> Any:
+    """A torch tensor as it is (see :func:`engines.base.feeds_as_torch`); a numpy array copied to ``device``."""
+    if is_torch_tensor(value):
+        return value
+    return import_torch().from_numpy(np.ascontiguousarray(value)).to(device)
+
+
+def named_outputs(outputs: tuple[TensorSpec, ...], tensors: Sequence[Any], as_torch: bool) -> dict[str, Any]:
+    """``{name: tensor}`` in the order of ``outputs``; numpy arrays copied to the host unless ``as_torch``
+    (``.cpu()`` waits for the current stream)."""
+    if as_torch:
+        return {s.name: t for s, t in zip(outputs, tensors, strict=True)}
+    return {s.name: t.cpu().numpy() for s, t in zip(outputs, tensors, strict=True)}
 
 
 def to_half(module: Any) -> Any:
@@ -179,21 +188,8 @@ class TorchEngine:
             raise EngineError(f"torch engine for {self.path} is closed")
         check_feeds(self.inputs, feeds, max_batch=self.max_batch)
         torch = self._torch
-        torch_inputs = [is_torch_tensor(v) for v in feeds.values()]
-        if any(torch_inputs) and not all(torch_inputs):
-            raise ShapeError("inputs must be all numpy arrays or all torch tensors, got a mix")
-        as_torch = all(torch_inputs)
-        args = []
-        for name in self._arg_names:
-            value = feeds[name]
-            if as_torch:
-                if str(value.device) != self.device:
-                    raise ShapeError(
-                        f"input {name!r} is on {value.device}, this engine runs on {self.device}"
-                    )
-                args.append(value)
-            else:
-                args.append(torch.from_numpy(np.ascontiguousarray(value)).to(self.device))
+        as_torch = feeds_as_torch(feeds, self.device)
+        args = [to_device(feeds[name], self.device) for name in self._arg_names]
         with torch.inference_mode():
             if self._graphs is not None:
                 outs = self._graphs(*args)
@@ -201,9 +197,7 @@ class TorchEngine:
                     outs = tuple(o.clone() for o in outs)
             else:
                 outs = self._forward(*args)
-        if as_torch:
-            return {s.name: o for s, o in zip(self.outputs, outs, strict=True)}
-        return {s.name: o.cpu().numpy() for s, o in zip(self.outputs, outs, strict=True)}
+        return named_outputs(self.outputs, outs, as_torch)
 
     def warmup(self, batch: int = 1) -> None:
         """One run at ``batch`` (captures its CUDA graph when enabled)."""

@@ -12,21 +12,13 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from engines.base import ModelInfo, check_feeds, is_torch_tensor
+from engines._cuda import cuda_device, engine_header, import_runtime
+from engines.base import ModelInfo, check_feeds, feeds_as_torch
 from engines.cache import EngineCache
-from engines.errors import (
-    BackendUnavailableError,
-    EngineError,
-    EngineMismatchError,
-    ModelLoadError,
-    ShapeError,
-)
+from engines.errors import EngineError, EngineMismatchError, ModelLoadError
 from engines.metadata import (
     PRECISIONS,
     EngineHeader,
@@ -36,12 +28,14 @@ from engines.metadata import (
     tensor_specs,
     write_header_sidecar,
 )
-from engines.tensorrt_engine import current_gpu, import_tensorrt
+from engines.tensorrt_engine import import_tensorrt
 from engines.torch_engine import (
     import_torch,
     load_exported,
+    named_outputs,
     outputs_by_name,
     resolve_pt2,
+    to_device,
     to_half,
     torch_device,
 )
@@ -54,11 +48,8 @@ TORCH_TENSORRT_MISSING = (
 
 
 def import_torch_tensorrt() -> Any:
-    try:
-        import torch_tensorrt
-    except (ImportError, OSError) as exc:  # OSError: the wheel is there but libnvinfer is not
-        raise BackendUnavailableError(TORCH_TENSORRT_MISSING) from exc
-    return torch_tensorrt
+    """The ``torch_tensorrt`` module, or BackendUnavailableError with the one-line install hint."""
+    return import_runtime("torch_tensorrt", TORCH_TENSORRT_MISSING)
 
 
 def _accepted(fn: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -72,20 +63,18 @@ def _accepted(fn: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]:
 def expected_torch_tensorrt_header(
     pt2: Path, info: ModelInfo, *, precision: str, min_batch: int, opt_batch: int, max_batch: int, device: str
 ) -> EngineHeader:
+    """The header a torch-tensorrt module compiled from ``pt2`` must carry to run here (built_at = now)."""
     trt = import_tensorrt()
     torch_tensorrt = import_torch_tensorrt()
-    gpu_name, capability = current_gpu(device)
-    return EngineHeader(
-        onnx_sha256=sha256_file(pt2),
-        model=info,
+    return engine_header(
+        sha256_file(pt2),
+        info,
         precision=precision,
         min_batch=min_batch,
         opt_batch=opt_batch,
         max_batch=max_batch,
+        device=device,
         tensorrt_version=str(trt.__version__),
-        gpu_name=gpu_name,
-        gpu_compute_capability=capability,
-        built_at=datetime.now(UTC).isoformat(timespec="seconds"),
         backend="torch-tensorrt",
         torch_tensorrt_version=str(torch_tensorrt.__version__),
     )
@@ -163,13 +152,16 @@ def compile_and_save(
     )
     cache = EngineCache.at(cache_dir)
     out = out or cache.engine_path(header, name=pt2.stem)
-    timing = cache.timing_cache_path(header.gpu_name, header.gpu_compute_capability, header.tensorrt_version)
-    compiled, _, inputs = _compile(pt2, info, header, dev, workspace_gb, timing)
-    torch_tensorrt = import_torch_tensorrt()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch_tensorrt.save(compiled, str(out), output_format="exported_program", inputs=inputs)
-    write_header_sidecar(out, header)
+    compiled, _, inputs = _compile(pt2, info, header, dev, workspace_gb, cache.timing_cache_for(header))
+    _save(compiled, inputs, out, header)
     return out
+
+
+def _save(compiled: Any, inputs: list[Any], out: Path, header: EngineHeader) -> None:
+    """Save a compiled module as an ExportedProgram at ``out`` with its JSON header beside it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    import_torch_tensorrt().save(compiled, str(out), output_format="exported_program", inputs=inputs)
+    write_header_sidecar(out, header)
 
 
 class TorchTensorRTEngine:
@@ -197,12 +189,10 @@ class TorchTensorRTEngine:
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        torch_tensorrt = import_torch_tensorrt()
+        import_torch_tensorrt()  # the install hint before any file is read
         torch = import_torch()
         self._torch = torch
-        self.device = torch_device(device)
-        if self.device == "cpu":
-            raise BackendUnavailableError("torch-tensorrt runs on CUDA devices only, got device 'cpu'")
+        self.device = cuda_device(device, "torch-tensorrt")
         self.path, self.info = resolve_pt2(model_path)
         self.inputs, self.outputs = tensor_specs(self.info)
         self.precision = precision
@@ -232,19 +222,12 @@ class TorchTensorRTEngine:
             except (EngineMismatchError, ModelLoadError, RuntimeError) as exc:
                 log.info("engine: cached torch-tensorrt module unusable (%s); recompiling", exc)
         if self._module is None:
-            timing = cache.timing_cache_path(
-                header.gpu_name, header.gpu_compute_capability, header.tensorrt_version
-            )
             self._module, self._arg_names, inputs = _compile(
-                self.path, self.info, header, self.device, workspace_gb, timing
+                self.path, self.info, header, self.device, workspace_gb, cache.timing_cache_for(header)
             )
             if use_cache:
                 try:
-                    cached.parent.mkdir(parents=True, exist_ok=True)
-                    torch_tensorrt.save(
-                        self._module, str(cached), output_format="exported_program", inputs=inputs
-                    )
-                    write_header_sidecar(cached, header)
+                    _save(self._module, inputs, cached, header)
                 except Exception as exc:  # saving is an optimisation: never fail a working engine over it
                     log.info(
                         "engine: could not cache the torch-tensorrt module (%s); it recompiles next start",
@@ -257,27 +240,11 @@ class TorchTensorRTEngine:
             raise EngineError(f"torch-tensorrt engine for {self.path} is closed")
         check_feeds(self.inputs, feeds, min_batch=self.min_batch, max_batch=self.max_batch)
         torch = self._torch
-        torch_inputs = [is_torch_tensor(v) for v in feeds.values()]
-        if any(torch_inputs) and not all(torch_inputs):
-            raise ShapeError("inputs must be all numpy arrays or all torch tensors, got a mix")
-        as_torch = all(torch_inputs)
-        args = []
-        for name in self._arg_names:
-            value = feeds[name]
-            if as_torch:
-                if str(value.device) != self.device:
-                    raise ShapeError(
-                        f"input {name!r} is on {value.device}, this engine runs on {self.device}"
-                    )
-            else:
-                value = torch.from_numpy(np.ascontiguousarray(value)).to(self.device)
-            args.append(value.to(self._dtype).contiguous())
+        as_torch = feeds_as_torch(feeds, self.device)
+        args = [to_device(feeds[n], self.device).to(self._dtype).contiguous() for n in self._arg_names]
         with torch.inference_mode():
             outs = outputs_by_name(self._module(*args), self.outputs)
-        outs = tuple(o.float() for o in outs)
-        if as_torch:
-            return {s.name: o for s, o in zip(self.outputs, outs, strict=True)}
-        return {s.name: o.cpu().numpy() for s, o in zip(self.outputs, outs, strict=True)}
+        return named_outputs(self.outputs, [o.float() for o in outs], as_torch)
 
     def warmup(self, batch: int = 1) -> None:
         torch = self._torch

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from engines.crop import Alignment
+from stream.smoother import gaussian_feather
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,35 @@ class WarpedFace:
     roi: tuple[slice, slice]
     alpha_u8: np.ndarray
     restored_bgr_u8: np.ndarray
+
+
+def paste_roi(
+    frame_hw: tuple[int, int], extent: np.ndarray, alignment: Alignment, feather_px: int
+) -> tuple[int, int, int, int] | None:
+    """The frame ROI (x0, y0, x1, y1) :func:`warp_face` touches for a mask whose support spans rows
+    ``extent[0]..extent[1]`` and columns ``extent[2]..extent[3]`` of the crop; None off the frame."""
+    return _window_roi(frame_hw, _mask_window(extent, alignment.crop_size), alignment, feather_px)
+
+
+def _mask_window(extent: np.ndarray, crop_size: int) -> tuple[int, int, int, int]:
+    """(cx0, cy0, cx1, cy1): the mask's support plus the one pixel bilinear sampling reads beyond it."""
+    r0, r1, c0, c1 = (int(v) for v in extent)
+    return max(0, c0 - 1), max(0, r0 - 1), min(crop_size, c1 + 2), min(crop_size, r1 + 2)
+
+
+def _window_roi(
+    frame_hw: tuple[int, int], window: tuple[int, int, int, int], alignment: Alignment, feather_px: int
+) -> tuple[int, int, int, int] | None:
+    """The crop window mapped into the frame, widened by the bilinear pixel and the feather, clipped."""
+    cx0, cy0, cx1, cy1 = window
+    img = alignment.to_image(np.array([[cx0, cy0], [cx1, cy0], [cx0, cy1], [cx1, cy1]], dtype=np.float64))
+    margin = 1 + feather_px
+    h, w = frame_hw
+    x0 = max(0, math.floor(img[:, 0].min()) - margin)
+    y0 = max(0, math.floor(img[:, 1].min()) - margin)
+    x1 = min(w, math.ceil(img[:, 0].max()) + margin + 1)
+    y1 = min(h, math.ceil(img[:, 1].max()) + margin + 1)
+    return None if x1 <= x0 or y1 <= y0 else (x0, y0, x1, y1)
 
 
 def warp_face(
@@ -56,19 +86,12 @@ def warp_face(
     if rows.size == 0:
         return None
     cols = np.flatnonzero(mask.any(axis=0))
-    # The crop window: the mask's support plus the one pixel bilinear sampling reads beyond it.
-    cx0, cy0 = max(0, int(cols[0]) - 1), max(0, int(rows[0]) - 1)
-    cx1, cy1 = min(s, int(cols[-1]) + 2), min(s, int(rows[-1]) + 2)
-    corners = np.array([[cx0, cy0], [cx1, cy0], [cx0, cy1], [cx1, cy1]], dtype=np.float64)
-    img = alignment.to_image(corners)
-    margin = 1 + feather_px
-    h, w = frame_hw
-    x0 = max(0, math.floor(img[:, 0].min()) - margin)
-    y0 = max(0, math.floor(img[:, 1].min()) - margin)
-    x1 = min(w, math.ceil(img[:, 0].max()) + margin + 1)
-    y1 = min(h, math.ceil(img[:, 1].max()) + margin + 1)
-    if x1 <= x0 or y1 <= y0:
+    crop_window = _mask_window(np.array([rows[0], rows[-1], cols[0], cols[-1]]), s)
+    roi = _window_roi(frame_hw, crop_window, alignment, feather_px)
+    if roi is None:
         return None
+    cx0, cy0, cx1, cy1 = crop_window
+    x0, y0, x1, y1 = roi
     window = np.maximum(crop[:, cy0:cy1, cx0:cx1], 0.0).astype(np.float32, copy=False)
     bgra = cv2.convertScaleAbs(
         cv2.merge((window[2], window[1], window[0], mask[cy0:cy1, cx0:cx1].astype(np.float32, copy=False))),
@@ -92,8 +115,8 @@ def warp_face(
     )
     alpha = cv2.extractChannel(warped, 3)
     if feather_px > 0:
-        k = 2 * feather_px + 1
-        alpha = cv2.GaussianBlur(alpha, (k, k), feather_px / 2.0, borderType=cv2.BORDER_CONSTANT)
+        k, sigma = gaussian_feather(feather_px)
+        alpha = cv2.GaussianBlur(alpha, (k, k), sigma, borderType=cv2.BORDER_CONSTANT)
     if not alpha.any():
         return None
     return WarpedFace(

@@ -28,6 +28,35 @@ class FaceDetector(Protocol):
 
 
 @dataclass(frozen=True)
+class LocatedFaces:
+    """The faces of one frame after detect -> track -> select -> align, before any crop is made.
+
+    ``alignments``/``track_ids``: one per face to process, largest first; ``boxes``: (N, 4) float32 x, y,
+    w, h in frame pixels. ``alive_ids``, ``skipped`` and ``detected`` as in :class:`FaceBatch`.
+    ``detect_ms``: face detector + tracker; ``align_ms``: selection + alignment (host wall-clock).
+    """
+
+    alignments: tuple[Alignment, ...]
+    track_ids: tuple[int, ...]
+    boxes: np.ndarray
+    alive_ids: frozenset[int]
+    skipped: int
+    detected: bool
+    detect_ms: float
+    align_ms: float
+
+    def __post_init__(self) -> None:
+        n = len(self.track_ids)
+        if len(self.alignments) != n or self.boxes.shape != (n, 4):
+            raise ValueError(
+                f"need {n} alignments and ({n}, 4) boxes, got {len(self.alignments)} and {self.boxes.shape}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.track_ids)
+
+
+@dataclass(frozen=True)
 class FaceBatch:
     """The faces of one frame, ready for the networks.
 
@@ -128,7 +157,9 @@ class FaceFrontEnd:
         self.frames_seen = 0
         self.frames_without_faces = 0
 
-    def process(self, frame_bgr_u8: np.ndarray) -> FaceBatch:
+    def locate(self, frame_bgr_u8: np.ndarray) -> LocatedFaces:
+        """Detect (or predict), track, select and align the faces of ``frame_bgr_u8`` (H, W, 3) uint8 BGR;
+        no crop is made (:meth:`process` makes them with OpenCV, the GPU processor on the device)."""
         if frame_bgr_u8.ndim != 3 or frame_bgr_u8.shape[2] != 3 or frame_bgr_u8.dtype != np.uint8:
             raise ValueError(
                 f"frame must be (H, W, 3) uint8 BGR, got {frame_bgr_u8.shape} {frame_bgr_u8.dtype}"
@@ -141,40 +172,54 @@ class FaceFrontEnd:
         else:
             tracks = self.tracker.predict()
         t1 = time.perf_counter()
-        chosen, skipped = self._select(tracks, frame_bgr_u8.shape[:2])
-        s = self.crop_size
-        crops = np.empty((len(chosen), 3, s, s), dtype=np.float32)
-        alignments: list[Alignment] = []
-        inside_masks: list[np.ndarray | None] = []
-        # Why BGRA: OpenCV's 4-channel byte warp is vectorised (about twice as fast as the 3-channel one,
-        # colour bit-identical), and the alpha channel, 255 in the frame and 0 in the border fill, says
-        # for free which crop pixels came from inside the frame.
-        frame_bgra: np.ndarray = cv2.cvtColor(frame_bgr_u8, cv2.COLOR_BGR2BGRA) if chosen else frame_bgr_u8
-        for i, track in enumerate(chosen):
-            alignment = estimate_alignment(track.landmarks, s)
-            alignments.append(alignment)
-            crop_bgra = warp_to_crop(frame_bgra, alignment)
-            # (S, S, 4) BGRA uint8 -> (3, S, S) RGB [0, 1] in one pass into the batch buffer.
-            np.multiply(crop_bgra.transpose(2, 0, 1)[2::-1], np.float32(1.0 / 255.0), out=crops[i])
-            within = crop_within_frame(frame_bgr_u8.shape[:2], alignment)
-            inside_masks.append(None if within else inside_mask_from_alpha(crop_bgra[:, :, 3]))
+        hw = (int(frame_bgr_u8.shape[0]), int(frame_bgr_u8.shape[1]))
+        chosen, skipped = self._select(tracks, hw)
+        alignments = tuple(estimate_alignment(t.landmarks, self.crop_size) for t in chosen)
         if not chosen:
             if self.frames_without_faces == 0:
                 logger.debug("no face to process on frame %d (logged once per run)", self.frames_seen - 1)
             self.frames_without_faces += 1
         t2 = time.perf_counter()
-        boxes = np.array([t.box for t in chosen], dtype=np.float32).reshape(-1, 4)
-        return FaceBatch(
-            crops_rgb01=crops,
-            alignments=tuple(alignments),
+        return LocatedFaces(
+            alignments=alignments,
             track_ids=tuple(t.id for t in chosen),
-            boxes=boxes,
-            inside_masks=tuple(inside_masks),
+            boxes=np.array([t.box for t in chosen], dtype=np.float32).reshape(-1, 4),
             alive_ids=self.tracker.alive_ids,
             skipped=skipped,
             detected=detected,
             detect_ms=(t1 - t0) * 1e3,
             align_ms=(t2 - t1) * 1e3,
+        )
+
+    def process(self, frame_bgr_u8: np.ndarray) -> FaceBatch:
+        """:meth:`locate`, then the crops of the located faces (OpenCV, host memory)."""
+        located = self.locate(frame_bgr_u8)
+        t0 = time.perf_counter()
+        s = self.crop_size
+        crops = np.empty((len(located), 3, s, s), dtype=np.float32)
+        inside_masks: list[np.ndarray | None] = []
+        # Why BGRA: OpenCV's 4-channel byte warp is vectorised (about twice as fast as the 3-channel one,
+        # colour bit-identical), and the alpha channel, 255 in the frame and 0 in the border fill, says
+        # for free which crop pixels came from inside the frame.
+        frame_bgra = cv2.cvtColor(frame_bgr_u8, cv2.COLOR_BGR2BGRA) if len(located) else frame_bgr_u8
+        for i, alignment in enumerate(located.alignments):
+            crop_bgra = warp_to_crop(frame_bgra, alignment)
+            # (S, S, 4) BGRA uint8 -> (3, S, S) RGB [0, 1] in one pass into the batch buffer.
+            np.multiply(crop_bgra.transpose(2, 0, 1)[2::-1], np.float32(1.0 / 255.0), out=crops[i])
+            within = crop_within_frame(frame_bgr_u8.shape[:2], alignment)
+            inside_masks.append(None if within else inside_mask_from_alpha(crop_bgra[:, :, 3]))
+        crop_ms = (time.perf_counter() - t0) * 1e3
+        return FaceBatch(
+            crops_rgb01=crops,
+            alignments=located.alignments,
+            track_ids=located.track_ids,
+            boxes=located.boxes,
+            inside_masks=tuple(inside_masks),
+            alive_ids=located.alive_ids,
+            skipped=located.skipped,
+            detected=located.detected,
+            detect_ms=located.detect_ms,
+            align_ms=located.align_ms + crop_ms,
         )
 
     def _select(self, tracks: list[Track], frame_hw: tuple[int, int]) -> tuple[list[Track], int]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,10 @@ import torch
 import torch.nn.functional as F
 
 from engines.crop import Alignment
-from stream.smoother import SmootherConfig
+
+# paste_roi is the CPU path's own ROI maths, re-exported: the GPU processor pastes where warp_face would.
+from stream.composite import paste_roi as paste_roi
+from stream.smoother import PerTrackState, SmootherConfig, disk, gaussian_feather
 
 Tensor = torch.Tensor
 _INV_255 = 1.0 / 255.0  # the CPU path multiplies by float32(1/255) instead of dividing: same bits here
@@ -127,6 +130,16 @@ def gaussian_kernel_u8(ksize: int, sigma: float) -> np.ndarray:
     return out / 256.0
 
 
+def feather_kernel_u8(feather_px: int, device: torch.device) -> Tensor | None:
+    """(k,) float64 on ``device``: :func:`gaussian_kernel_u8` of the feather :func:`cv2.GaussianBlur`
+    applies on the CPU path (:func:`stream.smoother.gaussian_feather`); None when ``feather_px`` is 0."""
+    if feather_px <= 0:
+        return None
+    return torch.as_tensor(
+        gaussian_kernel_u8(*gaussian_feather(feather_px)), dtype=torch.float64, device=device
+    )
+
+
 def gaussian_blur_u8(x: Tensor, kernel_1d: Tensor) -> Tensor:
     """``cv2.GaussianBlur`` of byte values with a constant-0 border, bit for bit.
 
@@ -149,12 +162,6 @@ def inside_from_alpha(alpha: Tensor) -> Tensor:
     return erode((alpha == 255.0).to(torch.float32)[:, None], square, border=0.0)[:, 0]
 
 
-def _disk(radius: int) -> np.ndarray | None:
-    if radius <= 0:
-        return None
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-
-
 @dataclass
 class _TrackMasks:
     ema: Tensor  # (S, S) float32
@@ -162,7 +169,7 @@ class _TrackMasks:
     on: Tensor  # (S, S) bool
 
 
-class TorchMaskSmoother:
+class TorchMaskSmoother(PerTrackState[_TrackMasks]):
     """:class:`stream.smoother.MaskSmoother`'s algorithm on torch tensors, all faces of a frame at once.
 
     Same config, same per-pixel arithmetic in float32 (so the same decisions), the morphology and the
@@ -171,31 +178,13 @@ class TorchMaskSmoother:
     """
 
     def __init__(self, config: SmootherConfig | None = None, device: str | torch.device = "cpu") -> None:
+        super().__init__()
         self.config = config or SmootherConfig()
         self.device = torch.device(device)
         cfg = self.config
-        kernels = (_disk(cfg.open_px), _disk(cfg.dilate_px))
+        kernels = (disk(cfg.open_px), disk(cfg.dilate_px))
         self._open, self._dilate = (None if k is None else _kernel_tensor(k, self.device) for k in kernels)
-        self._gauss: Tensor | None = None
-        if cfg.feather_px > 0:
-            g = gaussian_kernel_u8(2 * cfg.feather_px + 1, cfg.feather_px / 2.0)
-            self._gauss = torch.as_tensor(g, dtype=torch.float64, device=self.device)
-        self._states: dict[int, _TrackMasks] = {}
-
-    @property
-    def track_ids(self) -> frozenset[int]:
-        return frozenset(self._states)
-
-    def forget(self, track_id: int) -> None:
-        self._states.pop(track_id, None)
-
-    def retain(self, track_ids: Iterable[int]) -> None:
-        keep = set(track_ids)
-        for tid in [t for t in self._states if t not in keep]:
-            del self._states[tid]
-
-    def reset(self) -> None:
-        self._states.clear()
+        self._gauss = feather_kernel_u8(cfg.feather_px, self.device)
 
     def update(self, track_ids: Sequence[int], probs: Tensor) -> Tensor:
         """Feed this frame's occlusion probabilities (N, S, S) float32 in [0, 1], one per track in
@@ -337,24 +326,6 @@ def face_region(
     x1 = max(min(w, math.ceil(pts[:, 0].max()) + margin + 1), x0 + 1)
     y1 = max(min(h, math.ceil(pts[:, 1].max()) + margin + 1), y0 + 1)
     return x0, y0, x1, y1
-
-
-def paste_roi(
-    frame_hw: tuple[int, int], extent: np.ndarray, alignment: Alignment, feather_px: int
-) -> tuple[int, int, int, int] | None:
-    """The frame ROI (x0, y0, x1, y1) :func:`stream.composite.warp_face` would touch for a mask whose
-    support spans rows ``extent[0]..extent[1]`` and columns ``extent[2]..extent[3]`` of the crop."""
-    s = alignment.crop_size
-    r0, r1, c0, c1 = (int(v) for v in extent)
-    cx0, cy0, cx1, cy1 = max(0, c0 - 1), max(0, r0 - 1), min(s, c1 + 2), min(s, r1 + 2)
-    img = alignment.to_image(np.array([[cx0, cy0], [cx1, cy0], [cx0, cy1], [cx1, cy1]], dtype=np.float64))
-    margin = 1 + feather_px
-    h, w = frame_hw
-    x0 = max(0, math.floor(img[:, 0].min()) - margin)
-    y0 = max(0, math.floor(img[:, 1].min()) - margin)
-    x1 = min(w, math.ceil(img[:, 0].max()) + margin + 1)
-    y1 = min(h, math.ceil(img[:, 1].max()) + margin + 1)
-    return None if x1 <= x0 or y1 <= y0 else (x0, y0, x1, y1)
 
 
 class StageClock:

@@ -39,11 +39,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engines.base import Engine
-from engines.crop import Alignment, estimate_alignment
+from engines.crop import Alignment
 from engines.errors import BackendUnavailableError
 from stream.errors import StreamError
-from stream.faces import FaceDetector, FaceFrontEnd, crop_within_frame
-from stream.restore import EngineOutputError, FrameProcessor, FrameReport, ProcessorConfig, _check_engine
+from stream.faces import FaceDetector, FaceFrontEnd, LocatedFaces, crop_within_frame
+from stream.restore import (
+    EngineOutputError,
+    FrameProcessor,
+    FrameReport,
+    ProcessorConfig,
+    check_processor_parts,
+)
 from stream.types import Frame
 
 if TYPE_CHECKING:
@@ -55,50 +61,40 @@ logger = logging.getLogger(__name__)
 # are GPU time between CUDA events on the stream doing the work (``upload`` on the upload stream, the
 # rest on the compute stream; ``restore`` = generator engine, ``mask`` = detector engine + smoothing);
 # on CPU, wall-clock. The host copy of the output frame (``frame.copy()`` + ROI paste) is in none of them.
+# A superset of stream.restore.TIMING_KEYS, so the GPU processor's reports are plain FrameReports.
 GPU_TIMING_KEYS = ("upload", "detect", "align", "mask", "restore", "composite", "download")
-
-
-@dataclass(frozen=True)
-class GpuFrameReport(FrameReport):
-    """A :class:`FrameReport` whose ``timings_ms`` has the keys of :data:`GPU_TIMING_KEYS`."""
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.masked_faces <= self.faces or self.skipped_faces < 0:
-            raise ValueError(
-                f"need 0 <= masked_faces <= faces and skipped_faces >= 0, got masked={self.masked_faces} "
-                f"faces={self.faces} skipped={self.skipped_faces}"
-            )
-        if set(self.timings_ms) != set(GPU_TIMING_KEYS):
-            raise ValueError(f"timings_ms must have keys {GPU_TIMING_KEYS}, got {tuple(self.timings_ms)}")
 
 
 @dataclass(frozen=True)
 class LocatedFrame:
     """A frame after :meth:`GpuFrameProcessor.locate`: its faces, and their part of the frame on the device.
 
-    ``region``: (x0, y0, x1, y1) frame pixels holding every pixel a crop reads or a paste may write;
-    ``region_dev``: those pixels, (y1 - y0, x1 - x0, 3) uint8 BGR on the device (None without faces:
-    nothing is uploaded); ``crop_to_region``: (N, 2, 3) float64 on the device, crop pixel -> region
-    pixel; ``within``: per face, whether the whole crop comes from inside the frame. ``uploaded``: CUDA
-    (start, end) events of the upload, None on CPU.
+    ``faces``: what :meth:`FaceFrontEnd.locate` found. ``region``: (x0, y0, x1, y1) frame pixels holding
+    every pixel a crop reads or a paste may write; ``region_dev``: those pixels, (y1 - y0, x1 - x0, 3)
+    uint8 BGR on the device (None without faces: nothing is uploaded); ``crop_to_region``: (N, 2, 3)
+    float64 on the device, crop pixel -> region pixel; ``within``: per face, whether the whole crop comes
+    from inside the frame. ``uploaded``: CUDA (start, end) events of the upload, None on CPU.
     """
 
     frame_bgr_u8: np.ndarray
+    faces: LocatedFaces
     region_dev: torch.Tensor | None
     crop_to_region: torch.Tensor | None
     region: tuple[int, int, int, int]
-    alignments: tuple[Alignment, ...]
-    track_ids: tuple[int, ...]
     within: tuple[bool, ...]
-    alive_ids: frozenset[int]
-    skipped: int
-    detected: bool
-    detect_ms: float
     upload_ms: float
     uploaded: tuple[Any, Any] | None = None
 
+    @property
+    def alignments(self) -> tuple[Alignment, ...]:
+        return self.faces.alignments
+
+    @property
+    def track_ids(self) -> tuple[int, ...]:
+        return self.faces.track_ids
+
     def __len__(self) -> int:
-        return len(self.track_ids)
+        return len(self.faces)
 
 
 @dataclass
@@ -121,7 +117,7 @@ def _resolve_device(torch_mod: Any, device: str) -> Any:
 class GpuFrameProcessor:
     """:class:`FrameProcessor` with crops, masks and compositing as torch ops on ``device``.
 
-    ``process(frame_bgr_u8) -> (out_bgr_u8, GpuFrameReport)``: ``out_bgr_u8`` IS the input (same object,
+    ``process(frame_bgr_u8) -> (out_bgr_u8, FrameReport)``: ``out_bgr_u8`` IS the input (same object,
     unmodified) when no face was restored, else a new (H, W, 3) uint8 BGR host frame whose pixels outside
     the pasted masks are the input's bytes. Engines get (N, 3, S, S) / (N, 1, S, S) float32 tensors on
     ``device`` and run on the processor's compute stream. ``locate`` and ``restore`` may run in two
@@ -146,17 +142,10 @@ class GpuFrameProcessor:
 
         self._torch: Any = torch
         self._ops: Any = gpu_ops
-        self.config = config or ProcessorConfig()
-        cfg = self.config
-        got = (front_end.max_faces, front_end.detect_every, front_end.min_face_px)
-        want = (cfg.max_faces, cfg.detect_every, cfg.min_face_px)
-        if got != want:
-            raise ValueError(
-                f"front end (max_faces, detect_every, min_face_px) must match the config {want}, got {got}"
-            )
+        self.config = cfg = config or ProcessorConfig()
+        check_processor_parts(front_end, detector_engine, generator_engine, cfg)
         self.device = _resolve_device(torch, device)
         for engine, role in ((detector_engine, "detector"), (generator_engine, "generator")):
-            _check_engine(engine, role, front_end.crop_size)
             if torch.device(engine.device) != self.device:
                 raise ValueError(f"the {role} engine must run on {self.device}, got {engine.device!r}")
         self.front_end = front_end
@@ -165,10 +154,7 @@ class GpuFrameProcessor:
         self.smoother = gpu_ops.TorchMaskSmoother(cfg.smoother, self.device)
         s = front_end.crop_size
         self._min_mask_px = max(1, round(cfg.min_mask_fraction * s * s))
-        self._paste_gauss = None
-        if cfg.paste_feather_px > 0:
-            k = gpu_ops.gaussian_kernel_u8(2 * cfg.paste_feather_px + 1, cfg.paste_feather_px / 2.0)
-            self._paste_gauss = torch.as_tensor(k, dtype=torch.float64, device=self.device)
+        self._paste_gauss = gpu_ops.feather_kernel_u8(cfg.paste_feather_px, self.device)
         self._cuda = self.device.type == "cuda"
         self._compute: Any = None
         self._upload: Any = None
@@ -194,14 +180,7 @@ class GpuFrameProcessor:
     ) -> GpuFrameProcessor:
         """A processor whose front end is made from ``config``, at the engines' crop size."""
         cfg = config or ProcessorConfig()
-        front_end = FaceFrontEnd(
-            face_detector,
-            detector_engine.info.crop_size,
-            cfg.max_faces,
-            cfg.detect_every,
-            min_face_px=cfg.min_face_px,
-            tracker_config=cfg.tracker,
-        )
+        front_end = cfg.front_end(face_detector, detector_engine.info.crop_size)
         return cls(front_end, detector_engine, generator_engine, cfg, device)
 
     @property
@@ -234,7 +213,7 @@ class GpuFrameProcessor:
                     self._download_buf = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
             self._compute.synchronize()
 
-    def process(self, frame_bgr_u8: np.ndarray) -> tuple[np.ndarray, GpuFrameReport]:
+    def process(self, frame_bgr_u8: np.ndarray) -> tuple[np.ndarray, FrameReport]:
         """``restore(locate(frame_bgr_u8))`` in the calling thread."""
         return self.restore(self.locate(frame_bgr_u8))
 
@@ -244,31 +223,17 @@ class GpuFrameProcessor:
         """Detect, track and align the faces of ``frame_bgr_u8`` (H, W, 3) uint8 BGR on the host, and
         start its upload (on CUDA: the upload stream; returns before the copy is done)."""
         torch = self._torch
-        fe = self.front_end
-        if frame_bgr_u8.ndim != 3 or frame_bgr_u8.shape[2] != 3 or frame_bgr_u8.dtype != np.uint8:
-            raise ValueError(
-                f"frame must be (H, W, 3) uint8 BGR, got {frame_bgr_u8.shape} {frame_bgr_u8.dtype}"
-            )
-        t0 = time.perf_counter()
-        # FaceFrontEnd.process without its OpenCV crops (the crops are made on the device).
-        detected = fe.frames_seen % fe.detect_every == 0
-        fe.frames_seen += 1
-        tracks = fe.tracker.update(fe.detector.detect(frame_bgr_u8)) if detected else fe.tracker.predict()
-        hw = (int(frame_bgr_u8.shape[0]), int(frame_bgr_u8.shape[1]))
-        chosen, skipped = fe._select(tracks, hw)
-        alignments = tuple(estimate_alignment(t.landmarks, fe.crop_size) for t in chosen)
-        if not chosen:
-            if fe.frames_without_faces == 0:
-                logger.debug("no face to process on frame %d (logged once per run)", fe.frames_seen - 1)
-            fe.frames_without_faces += 1
+        # The front end's detect -> track -> select -> align; the crops are made on the device.
+        faces = self.front_end.locate(frame_bgr_u8)
         t1 = time.perf_counter()
+        hw = (int(frame_bgr_u8.shape[0]), int(frame_bgr_u8.shape[1]))
         region_dev = mats_dev = None
         uploaded = None
         region = (0, 0, 0, 0)
-        if chosen:
-            region = self._ops.face_region(hw, alignments, self.config.paste_feather_px)
+        if len(faces):
+            region = self._ops.face_region(hw, faces.alignments, self.config.paste_feather_px)
             x0, y0, x1, y1 = region
-            mats = np.stack([a.inverse for a in alignments])  # crop -> frame, as cv2.warpAffine inverts
+            mats = np.stack([a.inverse for a in faces.alignments])  # crop -> frame, as cv2.warpAffine inverts
             mats[:, :, 2] -= (x0, y0)
             with torch.inference_mode():
                 if self._cuda:
@@ -283,16 +248,11 @@ class GpuFrameProcessor:
         t2 = time.perf_counter()
         return LocatedFrame(
             frame_bgr_u8=frame_bgr_u8,
+            faces=faces,
             region_dev=region_dev,
             crop_to_region=mats_dev,
             region=region,
-            alignments=alignments,
-            track_ids=tuple(t.id for t in chosen),
-            within=tuple(crop_within_frame(hw, a) for a in alignments),
-            alive_ids=fe.tracker.alive_ids,
-            skipped=skipped,
-            detected=detected,
-            detect_ms=(t1 - t0) * 1e3,
+            within=tuple(crop_within_frame(hw, a) for a in faces.alignments),
             upload_ms=(t2 - t1) * 1e3,
             uploaded=uploaded,
         )
@@ -346,23 +306,23 @@ class GpuFrameProcessor:
             )
         return value.to(torch.float32)
 
-    def _report(self, located: LocatedFrame, masked: int, timings: dict[str, float]) -> GpuFrameReport:
-        return GpuFrameReport(
+    def _report(self, located: LocatedFrame, masked: int, timings: dict[str, float]) -> FrameReport:
+        return FrameReport(
             faces=len(located),
-            skipped_faces=located.skipped,
+            skipped_faces=located.faces.skipped,
             masked_faces=masked,
             timings_ms=MappingProxyType(timings),
             track_ids=located.track_ids,
-            detected=located.detected,
+            detected=located.faces.detected,
         )
 
-    def restore(self, located: LocatedFrame) -> tuple[np.ndarray, GpuFrameReport]:
+    def restore(self, located: LocatedFrame) -> tuple[np.ndarray, FrameReport]:
         """Masks, restoration and compositing of a located frame; returns ``(out_bgr_u8, report)``
         (see the class docstring). Blocks until the frame is done on the device."""
         torch = self._torch
         timings = dict.fromkeys(GPU_TIMING_KEYS, 0.0)
-        timings["detect"] = located.detect_ms
-        self.smoother.retain(located.alive_ids)
+        timings["detect"] = located.faces.detect_ms + located.faces.align_ms
+        self.smoother.retain(located.faces.alive_ids)
         frame = located.frame_bgr_u8
         if not len(located):
             return frame, self._report(located, 0, timings)
@@ -518,7 +478,7 @@ class LocateAhead:
             self._pending.append(located)
         return frame
 
-    def process(self, frame_bgr_u8: np.ndarray) -> tuple[np.ndarray, GpuFrameReport]:
+    def process(self, frame_bgr_u8: np.ndarray) -> tuple[np.ndarray, FrameReport]:
         """Restore the located frame whose array is ``frame_bgr_u8``; older located frames are dropped."""
         with self._lock:
             index = next((k for k, lf in enumerate(self._pending) if lf.frame_bgr_u8 is frame_bgr_u8), None)

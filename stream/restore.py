@@ -61,6 +61,17 @@ class ProcessorConfig:
         if self.paste_feather_px < 0:
             raise ValueError(f"paste_feather_px must be >= 0, got {self.paste_feather_px}")
 
+    def front_end(self, face_detector: FaceDetector, crop_size: int) -> FaceFrontEnd:
+        """A new front end with this config's face limits and tracker, making ``crop_size`` crops."""
+        return FaceFrontEnd(
+            face_detector,
+            crop_size,
+            self.max_faces,
+            self.detect_every,
+            min_face_px=self.min_face_px,
+            tracker_config=self.tracker,
+        )
+
 
 @dataclass(frozen=True)
 class FrameReport:
@@ -68,8 +79,9 @@ class FrameReport:
     not processed (over ``max_faces``, too small); ``masked_faces``: faces restored and pasted.
     ``timings_ms`` has every key of :data:`TIMING_KEYS` (0.0 for a step that did not run): ``detect`` =
     face detector + tracker, ``align`` = alignment and crops, ``mask`` = detector network + smoothing,
-    ``restore`` = generator network, ``composite`` = frame copy + paste back. ``detected``: whether the
-    face detector ran on this frame (see ``detect_every``)."""
+    ``restore`` = generator network, ``composite`` = frame copy + paste back; a processor may add keys of
+    its own (the GPU one adds ``upload`` and ``download``). ``detected``: whether the face detector ran
+    on this frame (see ``detect_every``)."""
 
     faces: int
     skipped_faces: int
@@ -84,11 +96,14 @@ class FrameReport:
                 f"need 0 <= masked_faces <= faces and skipped_faces >= 0, got masked={self.masked_faces} "
                 f"faces={self.faces} skipped={self.skipped_faces}"
             )
-        if set(self.timings_ms) != set(TIMING_KEYS):
-            raise ValueError(f"timings_ms must have keys {TIMING_KEYS}, got {tuple(self.timings_ms)}")
+        if not set(TIMING_KEYS) <= set(self.timings_ms):
+            raise ValueError(
+                f"timings_ms must have (at least) keys {TIMING_KEYS}, got {tuple(self.timings_ms)}"
+            )
 
 
-def _check_engine(engine: Engine, role: str, crop_size: int) -> None:
+def check_engine(engine: Engine, role: str, crop_size: int) -> None:
+    """Raise ValueError unless ``engine`` carries ``role`` ("detector" or "generator") and ``crop_size``."""
     info = engine.info
     if info.role != role:
         raise ValueError(f"the {role} engine must carry role {role!r}, got {info.role!r}")
@@ -96,6 +111,21 @@ def _check_engine(engine: Engine, role: str, crop_size: int) -> None:
         raise ValueError(
             f"the {role} engine's crop_size must equal the front end's {crop_size}, got {info.crop_size}"
         )
+
+
+def check_processor_parts(
+    front_end: FaceFrontEnd, detector_engine: Engine, generator_engine: Engine, config: ProcessorConfig
+) -> None:
+    """Raise ValueError unless ``front_end`` has ``config``'s face limits and both engines carry their
+    role and the front end's crop size (what every frame processor checks on construction)."""
+    got = (front_end.max_faces, front_end.detect_every, front_end.min_face_px)
+    want = (config.max_faces, config.detect_every, config.min_face_px)
+    if got != want:
+        raise ValueError(
+            f"front end (max_faces, detect_every, min_face_px) must match the config {want}, got {got}"
+        )
+    check_engine(detector_engine, "detector", front_end.crop_size)
+    check_engine(generator_engine, "generator", front_end.crop_size)
 
 
 def _output(outputs: Mapping[str, object], name: str, expected: tuple[int, ...], role: str) -> np.ndarray:
@@ -121,16 +151,8 @@ class FrameProcessor:
         generator_engine: Engine,
         config: ProcessorConfig | None = None,
     ) -> None:
-        self.config = config or ProcessorConfig()
-        cfg = self.config
-        got = (front_end.max_faces, front_end.detect_every, front_end.min_face_px)
-        want = (cfg.max_faces, cfg.detect_every, cfg.min_face_px)
-        if got != want:
-            raise ValueError(
-                f"front end (max_faces, detect_every, min_face_px) must match the config {want}, got {got}"
-            )
-        _check_engine(detector_engine, "detector", front_end.crop_size)
-        _check_engine(generator_engine, "generator", front_end.crop_size)
+        self.config = cfg = config or ProcessorConfig()
+        check_processor_parts(front_end, detector_engine, generator_engine, cfg)
         self.front_end = front_end
         self.detector_engine = detector_engine
         self.generator_engine = generator_engine
@@ -148,14 +170,7 @@ class FrameProcessor:
     ) -> FrameProcessor:
         """A processor whose front end is made from ``config``, at the engines' crop size."""
         cfg = config or ProcessorConfig()
-        front_end = FaceFrontEnd(
-            face_detector,
-            detector_engine.info.crop_size,
-            cfg.max_faces,
-            cfg.detect_every,
-            min_face_px=cfg.min_face_px,
-            tracker_config=cfg.tracker,
-        )
+        front_end = cfg.front_end(face_detector, detector_engine.info.crop_size)
         return cls(front_end, detector_engine, generator_engine, cfg)
 
     def reset(self) -> None:

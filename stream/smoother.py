@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import cv2
 import numpy as np
@@ -50,29 +51,28 @@ class SmootherConfig:
                 raise ValueError(f"{name} must be >= 0 pixels, got {getattr(self, name)}")
 
 
-def _disk(radius: int) -> np.ndarray | None:
+def disk(radius: int) -> np.ndarray | None:
+    """OpenCV's elliptic structuring element of ``radius`` pixels, (2r+1, 2r+1) uint8; None for 0."""
     if radius <= 0:
         return None
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
 
-class _MaskState:
-    __slots__ = ("ema", "change", "on")
-
-    def __init__(self, prob: np.ndarray) -> None:
-        self.ema = prob.copy()
-        self.change = np.zeros_like(prob)
-        self.on = np.zeros(prob.shape, dtype=bool)
+def gaussian_feather(feather_px: int) -> tuple[int, float]:
+    """(ksize, sigma) of the Gaussian blur that feathers a mask edge over ``feather_px`` (>= 1) pixels."""
+    if feather_px < 1:
+        raise ValueError(f"feather_px must be >= 1 to feather, got {feather_px}")
+    return 2 * feather_px + 1, feather_px / 2.0
 
 
-class MaskSmoother:
-    """Per-track causal mask smoothing. Stateful, not thread-safe: one per video, one thread."""
+StateT = TypeVar("StateT")
 
-    def __init__(self, config: SmootherConfig | None = None) -> None:
-        self.config = config or SmootherConfig()
-        self._states: dict[int, _MaskState] = {}
-        self._open_kernel = _disk(self.config.open_px)
-        self._dilate_kernel = _disk(self.config.dilate_px)
+
+class PerTrackState(Generic[StateT]):
+    """State kept per track id, dropped when its track ends: the bookkeeping of the mask smoothers."""
+
+    def __init__(self) -> None:
+        self._states: dict[int, StateT] = {}
 
     @property
     def track_ids(self) -> frozenset[int]:
@@ -90,6 +90,25 @@ class MaskSmoother:
 
     def reset(self) -> None:
         self._states.clear()
+
+
+class _MaskState:
+    __slots__ = ("ema", "change", "on")
+
+    def __init__(self, prob: np.ndarray) -> None:
+        self.ema = prob.copy()
+        self.change = np.zeros_like(prob)
+        self.on = np.zeros(prob.shape, dtype=bool)
+
+
+class MaskSmoother(PerTrackState[_MaskState]):
+    """Per-track causal mask smoothing. Stateful, not thread-safe: one per video, one thread."""
+
+    def __init__(self, config: SmootherConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or SmootherConfig()
+        self._open_kernel = disk(self.config.open_px)
+        self._dilate_kernel = disk(self.config.dilate_px)
 
     def update(self, track_id: int, prob_f32: np.ndarray) -> np.ndarray:
         """Feed this frame's occlusion probability (S, S) float32 in [0, 1] of one track; returns the
@@ -157,6 +176,7 @@ class MaskSmoother:
                 slice(max(0, cols[0] - f), min(w, cols[-1] + f + 1)),
             )
             sub = core[win]
-            blurred = cv2.GaussianBlur(sub, (2 * f + 1, 2 * f + 1), f / 2.0, borderType=cv2.BORDER_CONSTANT)
+            k, sigma = gaussian_feather(f)
+            blurred = cv2.GaussianBlur(sub, (k, k), sigma, borderType=cv2.BORDER_CONSTANT)
             core[win] = cv2.max(cv2.add(blurred, blurred), sub)
         return np.divide(core, np.float32(255.0), dtype=np.float32)

