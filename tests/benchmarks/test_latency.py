@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from benchmarks import latency
+from benchmarks import latency, latency_inputs
 from engines.base import METADATA_KEY, ModelInfo
 from engines.metadata import read_onnx_info
 
@@ -151,7 +151,7 @@ def test_without_force_the_generator_does_not_run(tmp_path: Path, clip: Path, mo
 
 
 def test_forced_detector_is_the_network_plus_a_hole(tmp_path: Path, models: Path) -> None:
-    latency.write_forced_models(models, tmp_path / "forced")
+    latency_inputs.write_forced_models(models, tmp_path / "forced")
     assert read_onnx_info(tmp_path / "forced" / "detector.onnx") == read_onnx_info(models / "detector.onnx")
     assert (tmp_path / "forced" / "generator.onnx").read_bytes() == (models / "generator.onnx").read_bytes()
     session = ort.InferenceSession(
@@ -160,7 +160,7 @@ def test_forced_detector_is_the_network_plus_a_hole(tmp_path: Path, models: Path
     image = np.zeros((2, 3, S, S), np.float32)
     image[1, 1] = 1.0  # pure green: the network itself says occluded everywhere
     (mask,) = session.run(None, {"image": image})
-    hole = latency.forced_hole(S)
+    hole = latency_inputs.forced_hole(S)
     assert np.array_equal(mask[0, 0] > 0.5, hole > 0.5)
     assert (mask[1] > 0.99).all()
     # Below the eyes, over the nose and mouth, to the chin; not the eyes or the forehead.
@@ -169,10 +169,10 @@ def test_forced_detector_is_the_network_plus_a_hole(tmp_path: Path, models: Path
 
 def test_letterbox_keeps_the_aspect_and_centres() -> None:
     img = np.full((360, 640, 3), 200, np.uint8)
-    out = latency.letterbox_bgr_u8(img, (640, 480))
+    out = latency_inputs.letterbox_bgr_u8(img, (640, 480))
     assert out.shape == (480, 640, 3)
     assert (out[:60] == 0).all() and (out[420:] == 0).all() and (out[60:420] == 200).all()
-    tall = latency.letterbox_bgr_u8(np.full((200, 100, 3), 9, np.uint8), (160, 120))
+    tall = latency_inputs.letterbox_bgr_u8(np.full((200, 100, 3), 9, np.uint8), (160, 120))
     assert tall.shape == (120, 160, 3) and (tall[:, :50] == 0).all() and (tall[:, 50:110] == 9).all()
 
 
@@ -189,6 +189,6 @@ def test_user_mistakes_are_one_line_errors(
     assert latency.main(["--input", str(tmp_path / "none.mp4"), "--json", str(tmp_path / "x.json")]) == 2
     assert "input clip not found" in caplog.text
     with pytest.raises(ValueError, match="WIDTHxHEIGHT"):
-        latency.parse_size("640*480")
+        latency_inputs.parse_size("640*480")
     with pytest.raises(ValueError, match="warmup"):
         latency.LatencyConfig(input=tmp_path, json_path=tmp_path / "x.json", frames=5, warmup=10)
