@@ -116,7 +116,9 @@ def test_default_models_find_and_restore_the_demo_mask(short_demo: Path, tmp_pat
     """The shipped detector must find the face-mask of the demo clip, and the generator must change it."""
     from stream.app import StreamConfig, run
 
-    assert (MODELS_DIR / "small" / "generator.onnx").is_file(), "the default models/small must ship in the repo"
+    assert (MODELS_DIR / "small" / "generator.onnx").is_file(), (
+        "the default models/small must ship in the repo"
+    )
 
     result = run(StreamConfig(input=str(short_demo), output=str(tmp_path / "o.mp4"), progress=False))
     restored = [r.masked_faces for r in result.reports]

@@ -39,8 +39,17 @@ def _paste(frame_bgr: np.ndarray, occ_rgb: np.ndarray, mask: np.ndarray, matrix:
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
-def make_demo_clip(video: Path, out: Path, *, seconds: float, start_s: float, seed: int, style: str,
-                   clean_out: Path | None = None, smoothing: float = 0.6) -> int:
+def make_demo_clip(
+    video: Path,
+    out: Path,
+    *,
+    seconds: float,
+    start_s: float,
+    seed: int,
+    style: str,
+    clean_out: Path | None = None,
+    smoothing: float = 0.6,
+) -> int:
     """Writes ``out`` (and ``clean_out``); returns the number of frames written."""
     detector = YuNetDetector()
     src = av.open(str(video))
@@ -89,7 +98,10 @@ def make_demo_clip(video: Path, out: Path, *, seconds: float, start_s: float, se
                 occ = render_facemask(crop, np.random.default_rng(seed), style)
                 masked = _paste(bgr, occ.image_rgb_u8, occ.mask_f32, al.matrix)
             pts = frame.pts - round(t0 / frame.time_base)
-            for container, stream, image in ((dst, vout, masked), (clean, clean and clean.streams.video[0], bgr)):
+            for container, stream, image in (
+                (dst, vout, masked),
+                (clean, clean and clean.streams.video[0], bgr),
+            ):
                 if container is None:
                     continue
                 vf = av.VideoFrame.from_ndarray(image, format="bgr24")
@@ -121,8 +133,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: video not found: {args.video}")
         return 2
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    n = make_demo_clip(args.video, args.out, seconds=args.seconds, start_s=args.start, seed=args.seed,
-                       style=args.style, clean_out=args.clean_out)
+    n = make_demo_clip(
+        args.video,
+        args.out,
+        seconds=args.seconds,
+        start_s=args.start,
+        seed=args.seed,
+        style=args.style,
+        clean_out=args.clean_out,
+    )
     print(f"wrote {n} frames to {args.out}")
     return 0 if n else 1
 
