@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -35,7 +36,7 @@ _SUBSAMPLED = ("yuv420p", "yuvj420p", "nv12", "yuv422p")  # need even width (and
 DISPLAY_HINT = "display needs a GUI build of OpenCV: pip install deocclude[display]"
 
 
-class Sink:
+class Sink(ABC):
     """Base class: context manager, frame counter, monotonic-pts helper."""
 
     def __init__(self, info: VideoInfo | None = None) -> None:
@@ -45,8 +46,9 @@ class Sink:
         self._last_pts: int | None = None
         self._pts_fixes = 0
 
+    @abstractmethod
     def write(self, frame: Frame) -> None:
-        raise NotImplementedError
+        """Write one frame (each kind of sink encodes or shows it its own way)."""
 
     def close(self) -> None:
         self._closed = True

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from fractions import Fraction
@@ -55,7 +56,7 @@ class _Closed(Exception):
     """Raised inside iteration when close() was requested; ends the generator quietly."""
 
 
-class Source:
+class Source(ABC):
     """Base class: iteration, stop/close from any thread, context manager. Subclasses set ``info``."""
 
     info: VideoInfo
@@ -115,11 +116,13 @@ class Source:
             if release:
                 self._release()
 
+    @abstractmethod
     def _frames(self) -> Iterator[Frame]:
-        raise NotImplementedError
+        """Yield decoded frames until the input ends (each kind of source reads its own way)."""
 
+    @abstractmethod
     def _release(self) -> None:
-        raise NotImplementedError
+        """Free the underlying container or capture device."""
 
 
 def _stream_fps(stream: av.video.stream.VideoStream, what: str) -> float:

@@ -108,10 +108,6 @@ def test_bad_input_is_one_line_and_nonzero(
     assert "Traceback" not in "\n".join(err)
 
 
-@pytest.mark.skipif(
-    not (MODELS_DIR / "small" / "generator.onnx").is_file(),
-    reason="the default models/small is not in the repo",
-)
 def test_default_models_find_and_restore_the_demo_mask(short_demo: Path, tmp_path: Path) -> None:
     """The shipped detector must find the face-mask of the demo clip, and the generator must change it."""
     from stream.app import StreamConfig, run

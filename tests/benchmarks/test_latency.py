@@ -75,8 +75,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """20 frames of the demo at 160x90 (16:9, like the demo), H.264."""
-    if not DEMO_CLIP.is_file():
-        pytest.skip(f"{DEMO_CLIP} is missing")
+    assert DEMO_CLIP.is_file(), f"the bundled demo clip is missing: {DEMO_CLIP}"
     path = tmp_path_factory.mktemp("clip") / "tiny.mp4"
     with av.open(str(DEMO_CLIP)) as src, av.open(str(path), "w") as out:
         vs = out.add_stream("libx264", rate=24, options={"preset": "ultrafast"})

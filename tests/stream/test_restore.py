@@ -351,7 +351,6 @@ def test_engine_output_of_the_wrong_shape_is_a_clear_error(frame, fresh) -> None
         proc.process(frame)
 
 
-@pytest.mark.skipif(not DEMO_CLIP.is_file(), reason=f"demo clip not present yet: {DEMO_CLIP}")
 def test_real_yunet_on_demo_clip(engines) -> None:
     av = pytest.importorskip("av")
     from engines.face_detect import YuNetDetector
