@@ -23,6 +23,7 @@ from stream.gpu_restore import GpuFrameProcessor, LocateAhead, build_processor
 from stream.pipeline import FunctionStage, Pipeline, Stage
 from stream.restore import FrameReport, ProcessorConfig
 from stream.sinks import open_sink
+from stream.smoother import SmootherConfig
 from stream.sources import Source, open_source
 from stream.stats import PipelineStats, ProgressReporter, ProgressUpdate
 from stream.tracker import TrackerConfig
@@ -64,6 +65,21 @@ def default_models_dir(device: str) -> Path:
             return full
         logger.warning("models: no models/full for the GPU; using models/small")
     return small
+
+
+def smoother_for_crop(crop_size: int) -> SmootherConfig:
+    """Mask grow and feather in crop pixels, scaled from the defaults (sized for 256 px crops).
+
+    Why: on a 128 px crop the 256 px defaults (3 px grow + 6 px feather) reach ~7 % of the face beyond the
+    detected mask, which carried the blend up to the eyes of the demo face.
+    """
+    base = SmootherConfig()
+    scale = crop_size / 256
+    return dataclasses.replace(
+        base,
+        dilate_px=max(1, round(base.dilate_px * scale)),
+        feather_px=max(1, round(base.feather_px * scale)),
+    )
 
 
 def default_output(input_spec: str) -> Path:
@@ -225,8 +241,12 @@ def open_run(config: StreamConfig) -> Iterator[OpenRun]:
             intra_threads=config.intra_threads,
         )
         stack.callback(engines.close)
+        crop = engines.detector.info.crop_size
         pconf = ProcessorConfig(
-            max_faces=config.max_faces, detect_every=config.detect_every, tracker=TrackerConfig(fps=info.fps)
+            max_faces=config.max_faces,
+            detect_every=config.detect_every,
+            tracker=TrackerConfig(fps=info.fps),
+            smoother=smoother_for_crop(crop),
         )
         face_detector = YuNetDetector(FaceDetectorConfig(max_faces=max(config.max_faces * 2, 8)))
         processor = build_processor(face_detector, engines.detector, engines.generator, pconf, device)

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+import pytest
+
+from stream.app import StreamConfig, default_output, smoother_for_crop
+from stream.smoother import SmootherConfig
+
+
+def test_mask_grow_and_feather_scale_with_the_crop() -> None:
+    base = SmootherConfig()
+    assert smoother_for_crop(256) == base
+    small = smoother_for_crop(128)
+    assert (small.dilate_px, small.feather_px) == (2, 3)
+    assert smoother_for_crop(16).dilate_px == 1 and smoother_for_crop(16).feather_px == 1
+
+
+def test_config_refuses_bad_values_with_what_was_expected() -> None:
+    with pytest.raises(ValueError, match="backend must be one of"):
+        StreamConfig(backend="tflite")
+    with pytest.raises(ValueError, match="output must differ from the input"):
+        StreamConfig(input="a.mp4", output="./a.mp4")
+    assert default_output("/x/clip.mov").name == "clip_restored.mp4"
