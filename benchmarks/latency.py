@@ -54,7 +54,16 @@ from benchmarks.environment import device_info, git, models_info, versions
 from benchmarks.latency_inputs import parse_size, prepare_clip, probe, write_forced_models
 from engines.errors import EngineError
 from engines.select import BACKENDS
-from stream.app import DEMO_CLIP, DEVICES, PRECISIONS, StreamConfig, default_models_dir, load_engines, run
+from stream.app import (
+    DEMO_CLIP,
+    DEVICES,
+    PRECISIONS,
+    StreamConfig,
+    check_engine_choices,
+    default_models_dir,
+    load_engines,
+    run,
+)
 from stream.app import resolve_device as resolve_stream_device
 from stream.errors import StreamError
 from stream.restore import FrameReport
@@ -88,12 +97,7 @@ class LatencyConfig:
     micro_runs: int = 50
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
-        if self.device not in DEVICES:
-            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        check_engine_choices(self.backend, self.device, self.precision)
         if self.resize is not None and (min(self.resize) < 16 or any(v % 2 for v in self.resize)):
             raise ValueError(f"resize must be even sizes >= 16 (H.264 4:2:0), got {self.resize}")
         if self.frames is not None and self.frames < 2:

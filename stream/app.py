@@ -47,6 +47,16 @@ def cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def check_engine_choices(backend: str, device: str, precision: str) -> None:
+    """ValueError naming the valid values when a backend / device / precision option is unknown."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+
+
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu`` (the fallback is logged)."""
     if device != "auto":
@@ -112,12 +122,7 @@ class StreamConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
-        if self.device not in DEVICES:
-            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        check_engine_choices(self.backend, self.device, self.precision)
         if not 1 <= self.max_faces <= 64:
             raise ValueError(f"max_faces must be in 1..64, got {self.max_faces}")
         if self.detect_every < 1:
