@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
 import os
 import resource
@@ -52,6 +51,7 @@ import numpy as np
 
 from benchmarks.environment import device_info, git, models_info, versions
 from benchmarks.latency_inputs import parse_size, prepare_clip, probe, write_forced_models
+from benchmarks.report import setup_logging, write_report
 from engines.errors import EngineError
 from engines.select import BACKENDS
 from stream.app import (
@@ -497,8 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (2 for bad input or a failed run, with one error line)."""
     args = build_parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         config = LatencyConfig(**vars(args))
         report = measure(config)
@@ -507,8 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     shown_argv = sys.argv[1:] if argv is None else list(argv)
     report = {"command": " ".join(["python -m benchmarks.latency", *shown_argv]), **report}
-    config.json_path.parent.mkdir(parents=True, exist_ok=True)
-    config.json_path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    write_report(report, config.json_path)
     if config.plot is not None:
         from benchmarks.plots import plot_latency
 

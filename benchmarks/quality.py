@@ -24,7 +24,6 @@ mean infinite; a metric with no defined value is null.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -35,6 +34,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from benchmarks.report import setup_logging, write_report
 from engines.base import Engine
 from engines.errors import EngineError
 from engines.select import load_engine
@@ -438,8 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (2 for bad input, with one readable error line)."""
     args = build_parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         config = QualityConfig(**vars(args))
     except ValueError as exc:
@@ -450,8 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (QualityInputError, EngineError, OSError) as exc:
         logger.error("%s", exc)
         return 2
-    config.json_path.parent.mkdir(parents=True, exist_ok=True)
-    config.json_path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    write_report(report, config.json_path)
     for name, values in report["methods"].items():
         shown = ", ".join(f"{k} {v:.4f}" if v is not None else f"{k} n/a" for k, v in values.items())
         logger.info("%-14s %s", name, shown)
