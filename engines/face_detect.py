@@ -14,11 +14,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from engines.assets import models_dir
 from engines.errors import ModelLoadError
 
-DEFAULT_YUNET = (
-    Path(__file__).resolve().parent.parent / "models" / "yunet" / "face_detection_yunet_2023mar_int8bq.onnx"
-)
+DEFAULT_YUNET = models_dir() / "yunet" / "face_detection_yunet_2023mar_int8bq.onnx"
 
 
 @dataclass(frozen=True)

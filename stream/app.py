@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engines.assets import demo_clip, models_dir
 from engines.base import Engine
 from engines.face_detect import FaceDetectorConfig, YuNetDetector
 from engines.select import BACKENDS, load_engine
@@ -31,9 +32,8 @@ from stream.types import Frame
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-MODELS_DIR = REPO_ROOT / "models"
-DEMO_CLIP = REPO_ROOT / "assets" / "demo.mp4"
+MODELS_DIR = models_dir()
+DEMO_CLIP = demo_clip()
 DEFAULT_OUTPUT_DIR = Path("out")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "fp16")
