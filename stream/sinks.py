@@ -15,9 +15,11 @@ profile: fine for ffmpeg/VLC/mpv, not for browsers or most hardware decoders).
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, cast
@@ -33,7 +35,17 @@ from stream.types import Frame, VideoInfo
 log = logging.getLogger(__name__)
 
 _SUBSAMPLED = ("yuv420p", "yuvj420p", "nv12", "yuv422p")  # need even width (and height for 4:2:0)
-DISPLAY_HINT = "display needs a GUI build of OpenCV: pip install deocclude[display]"
+DISPLAY_HINT = "display needs a GUI build of OpenCV (opencv-contrib-python, not -headless)"
+NO_SCREEN_HINT = (
+    "display needs a screen: neither DISPLAY nor WAYLAND_DISPLAY is set (write to --output instead)"
+)
+
+
+def screen_available(environ: Mapping[str, str] | None = None) -> bool:
+    """False on Linux without an X11 or Wayland session, where Qt's highgui aborts the whole process
+    ("could not connect to display") instead of raising a cv2.error we could catch."""
+    env = os.environ if environ is None else environ
+    return not sys.platform.startswith("linux") or bool(env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"))
 
 
 class Sink(ABC):
@@ -380,6 +392,8 @@ class DisplaySink(Sink):
         if gui is None:
             if not opencv_has_gui():
                 raise SinkError(DISPLAY_HINT)
+            if not screen_available():
+                raise SinkError(NO_SCREEN_HINT)
             gui = cv2
         self.title, self._gui, self._on_quit = title, gui, on_quit
         self.quit_requested = threading.Event()

