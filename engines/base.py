@@ -6,6 +6,8 @@ Tensor contract of the exported networks (all NCHW float32 unless an engine was 
 - generator: inputs ``image`` (N, 3, S, S) RGB in [0, 1] and ``mask`` (N, 1, S, S) in [0, 1]
   (1 = pixel to restore)  ->  output ``restored`` (N, 3, S, S) RGB in [0, 1] for the whole crop; the
   caller blends it inside the mask.
+- segmenter: input ``image`` (N, 3, S, S) RGB in [0, 1]  ->  output ``face`` (N, 1, S, S) visible-face
+  probability in [0, 1] (1 = the face itself, not an occluder or background; paper 003).
 S is ``ModelInfo.crop_size``: the canonical crop of :mod:`engines.crop`.
 """
 
@@ -19,7 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 METADATA_KEY = "deocclude"
-ROLES = ("detector", "generator")
+ROLES = ("detector", "generator", "segmenter")
 
 
 @dataclass(frozen=True)

@@ -37,10 +37,12 @@ _MAX_HEADER_BYTES = 1 << 20
 _ROLE_INPUTS: dict[str, tuple[tuple[str, int], ...]] = {
     "detector": (("image", 3),),
     "generator": (("image", 3), ("mask", 1)),
+    "segmenter": (("image", 3),),
 }
 _ROLE_OUTPUTS: dict[str, tuple[tuple[str, int], ...]] = {
     "detector": (("mask", 1),),
     "generator": (("restored", 3),),
+    "segmenter": (("face", 1),),
 }
 
 
