@@ -66,8 +66,8 @@ from stream.app import (
 )
 from stream.app import resolve_device as resolve_stream_device
 from stream.errors import StreamError
-from stream.restore import FrameReport
-from stream.sources import open_source
+from stream.media.sources import open_source
+from stream.restore.processor import FrameReport
 from stream.stats import ProgressUpdate, distribution
 
 logger = logging.getLogger(__name__)

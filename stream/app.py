@@ -20,14 +20,14 @@ from engines.assets import demo_clip, models_dir
 from engines.base import Engine
 from engines.face_detect import FaceDetectorConfig, YuNetDetector
 from engines.select import BACKENDS, load_engine
-from stream.gpu_restore import GpuFrameProcessor, LocateAhead, build_processor
+from stream.faces.tracker import TrackerConfig
+from stream.media.sinks import open_sink
+from stream.media.sources import Source, open_source
 from stream.pipeline import FunctionStage, Pipeline, Stage
-from stream.restore import FrameReport, ProcessorConfig
-from stream.sinks import open_sink
-from stream.smoother import SmootherConfig
-from stream.sources import Source, open_source
+from stream.restore.gpu_processor import GpuFrameProcessor, LocateAhead, build_processor
+from stream.restore.processor import FrameReport, ProcessorConfig
+from stream.restore.smoother import SmootherConfig
 from stream.stats import PipelineStats, ProgressReporter, ProgressUpdate
-from stream.tracker import TrackerConfig
 from stream.types import Frame
 
 logger = logging.getLogger(__name__)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from stream.app import StreamConfig, default_output, smoother_for_crop
-from stream.smoother import SmootherConfig
+from stream.restore.smoother import SmootherConfig
 
 
 def test_mask_grow_and_feather_scale_with_the_crop() -> None:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from engines.crop import Alignment, estimate_alignment, template
-from stream.composite import paste_back, warp_face
+from stream.restore.composite import paste_back, warp_face
 
 S = 64
 H, W = 97, 131  # odd on purpose

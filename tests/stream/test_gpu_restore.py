@@ -27,19 +27,19 @@ from engines.crop import estimate_alignment, template, warp_to_crop  # noqa: E40
 from engines.face_detect import FaceDetection  # noqa: E402
 from engines.onnxruntime_engine import OnnxRuntimeEngine  # noqa: E402
 from engines.torch_engine import TorchEngine  # noqa: E402
-from stream import gpu_ops  # noqa: E402
-from stream.composite import paste_back  # noqa: E402
 from stream.errors import StreamError  # noqa: E402
-from stream.faces import inside_mask_from_alpha  # noqa: E402
-from stream.gpu_restore import (  # noqa: E402
+from stream.faces.front_end import inside_mask_from_alpha  # noqa: E402
+from stream.pipeline import FunctionStage, Pipeline  # noqa: E402
+from stream.restore import torch_ops as gpu_ops  # noqa: E402
+from stream.restore.composite import paste_back  # noqa: E402
+from stream.restore.gpu_processor import (  # noqa: E402
     GPU_TIMING_KEYS,
     GpuFrameProcessor,
     LocateAhead,
     build_processor,
 )
-from stream.pipeline import FunctionStage, Pipeline  # noqa: E402
-from stream.restore import EngineOutputError, FrameProcessor, FrameReport, ProcessorConfig  # noqa: E402
-from stream.smoother import MaskSmoother, SmootherConfig  # noqa: E402
+from stream.restore.processor import EngineOutputError, FrameProcessor, FrameReport, ProcessorConfig  # noqa: E402
+from stream.restore.smoother import MaskSmoother, SmootherConfig  # noqa: E402
 from stream.types import Frame, VideoInfo  # noqa: E402
 
 S = 64
@@ -458,7 +458,7 @@ def test_engine_output_of_the_wrong_shape_is_a_clear_error(ort_engines) -> None:
 
 def test_build_processor_picks_by_device_and_logs_it(ort_engines, caplog) -> None:
     det, gen = ort_engines
-    with caplog.at_level(logging.INFO, logger="stream.gpu_restore"):
+    with caplog.at_level(logging.INFO, logger="stream.restore.gpu_processor"):
         proc = build_processor(ScriptedDetector([[]]), det, gen, ProcessorConfig(), "cpu")
     assert type(proc) is FrameProcessor
     assert [r.getMessage() for r in caplog.records] == [
@@ -657,7 +657,7 @@ def test_cuda_locate_ahead_pipeline_gives_the_sequential_result(cuda_engines) ->
 @pytest.mark.gpu
 @requires_cuda
 def test_build_processor_on_cuda(cuda_engines, caplog) -> None:
-    with caplog.at_level(logging.INFO, logger="stream.gpu_restore"):
+    with caplog.at_level(logging.INFO, logger="stream.restore.gpu_processor"):
         proc = build_processor(ScriptedDetector([[]]), *cuda_engines, ProcessorConfig(), "cuda")
     assert isinstance(proc, GpuFrameProcessor) and proc.device == torch.device("cuda", 0)
     assert any("GpuFrameProcessor on cuda:0" in r.getMessage() for r in caplog.records)

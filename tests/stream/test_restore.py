@@ -19,8 +19,8 @@ import pytest
 from engines.base import METADATA_KEY, Engine, ModelInfo, TensorSpec, check_feed
 from engines.crop import Alignment, estimate_alignment, template
 from engines.face_detect import FaceDetection
-from stream.faces import FaceFrontEnd, crop_within_frame
-from stream.restore import TIMING_KEYS, EngineOutputError, FrameProcessor, ProcessorConfig
+from stream.faces.front_end import FaceFrontEnd, crop_within_frame
+from stream.restore.processor import TIMING_KEYS, EngineOutputError, FrameProcessor, ProcessorConfig
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -235,7 +235,7 @@ def test_identity_restoration_reproduces_the_frame(engines, tmp_path) -> None:
 
 def test_no_faces_returns_the_frame_itself(frame, fresh, caplog) -> None:
     proc = processor(ScriptedDetector.same(), fresh)
-    with caplog.at_level(logging.DEBUG, logger="stream.faces"):
+    with caplog.at_level(logging.DEBUG, logger="stream.faces.front_end"):
         for _ in range(3):
             out, report = proc.process(frame)
             assert out is frame

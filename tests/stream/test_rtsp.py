@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 
 from stream.errors import SourceError
-from stream.rtsp_server import RtspTestServer
-from stream.sinks import StreamSink
-from stream.sources import UrlSource
+from stream.media.sinks import StreamSink
+from stream.media.sources import UrlSource
 from stream.types import Frame, VideoInfo
 from tests.stream.conftest import Clip, free_port
+from tests.stream.rtsp_server import RtspTestServer
 
 FAST = {"open_timeout_s": 3.0, "read_timeout_s": 2.0}
 

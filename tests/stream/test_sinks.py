@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from stream.errors import SinkError
-from stream.sinks import (
+from stream.media.sinks import (
     DISPLAY_HINT,
     DisplaySink,
     FileSink,
@@ -22,7 +22,7 @@ from stream.sinks import (
     open_sink,
     opencv_has_gui,
 )
-from stream.sources import FileSource
+from stream.media.sources import FileSource
 from stream.types import Frame, VideoInfo
 from tests.stream.conftest import Clip
 
@@ -154,7 +154,7 @@ def test_open_sink_dispatch(tmp_path: Path) -> None:
 
 
 def test_display_needs_gui_build(monkeypatch: pytest.MonkeyPatch) -> None:
-    import stream.sinks as sinks
+    import stream.media.sinks as sinks
 
     assert opencv_has_gui()  # the locked opencv-contrib-python has highgui
     monkeypatch.setattr(sinks, "opencv_has_gui", lambda: False)
@@ -164,7 +164,7 @@ def test_display_needs_gui_build(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_display_without_a_screen_is_a_one_line_error_not_a_qt_abort(monkeypatch: pytest.MonkeyPatch) -> None:
-    import stream.sinks as sinks
+    import stream.media.sinks as sinks
 
     assert not sinks.screen_available({}) or not sys.platform.startswith("linux")
     assert sinks.screen_available({"DISPLAY": ":0"}) and sinks.screen_available({"WAYLAND_DISPLAY": "w"})

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stream.smoother import MaskSmoother, SmootherConfig
+from stream.restore.smoother import MaskSmoother, SmootherConfig
 
 S = 64
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from stream.errors import SourceError
-from stream.sources import CameraSource, FileSource, UrlSource, open_source
+from stream.media.sources import CameraSource, FileSource, UrlSource, open_source
 from tests.stream.conftest import Clip, frame_level
 
 
@@ -56,7 +56,7 @@ def test_file_odd_size(clip_odd: Clip) -> None:
 def test_raw_h264_without_pts_gets_index_based_pts(make_clip, caplog: pytest.LogCaptureFixture) -> None:  # noqa: ANN001
     clip = make_clip("raw.h264", frames=10)  # an elementary stream: no container, no timestamps
     assert clip.pts == [None] * 10
-    with caplog.at_level(logging.WARNING, logger="stream.sources"), FileSource(clip.path) as src:
+    with caplog.at_level(logging.WARNING, logger="stream.media.sources"), FileSource(clip.path) as src:
         frames = list(src)
         step = round(1 / (src.info.fps * src.info.time_base))
     assert [f.pts for f in frames] == [i * step for i in range(10)] and step > 0
@@ -120,7 +120,7 @@ def test_truncated_faststart_mp4_decodes_what_it_can(
     data = full.path.read_bytes()
     cut = tmp_path / "cut_fast.mp4"
     cut.write_bytes(data[: int(len(data) * 0.5)])
-    with caplog.at_level(logging.WARNING, logger="stream.sources"), FileSource(cut) as src:
+    with caplog.at_level(logging.WARNING, logger="stream.media.sources"), FileSource(cut) as src:
         frames = list(src)
     assert 0 < len(frames) < 30
     assert [f.index for f in frames] == list(range(len(frames)))

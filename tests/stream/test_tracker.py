@@ -5,7 +5,7 @@ import pytest
 
 from engines.crop import template
 from engines.face_detect import FaceDetection
-from stream.tracker import FaceTracker, TrackerConfig
+from stream.faces.tracker import FaceTracker, TrackerConfig
 
 _UNIT_TEMPLATE = template(112) / 112.0 - 0.5  # landmarks of a face box of side 1 centred at 0
 

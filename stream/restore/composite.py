@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from engines.crop import Alignment
-from stream.smoother import gaussian_feather
+from stream.restore.smoother import gaussian_feather
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 the host-side geometry they need (which frame rectangle to upload, where a face is pasted) and a
 per-stage clock (CUDA events or wall-clock).
 
-Each op reproduces its OpenCV counterpart on the CPU path (:mod:`stream.faces`, :mod:`stream.smoother`,
-:mod:`stream.composite`) closely enough that the two processors agree within a grey level or two, and
+Each op reproduces its OpenCV counterpart on the CPU path (:mod:`stream.faces.front_end`, :mod:`stream.restore.smoother`,
+:mod:`stream.restore.composite`) closely enough that the two processors agree within a grey level or two, and
 runs unchanged on CPU tensors, which is how it is tested without a GPU. Conventions that matter:
 
 - Pixel centres sit at integer coordinates (OpenCV's convention). ``grid_sample`` with
@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from engines.crop import Alignment
 
 # paste_roi is the CPU path's own ROI maths, re-exported: the GPU processor pastes where warp_face would.
-from stream.composite import paste_roi as paste_roi
-from stream.smoother import PerTrackState, SmootherConfig, disk, gaussian_feather
+from stream.restore.composite import paste_roi as paste_roi
+from stream.restore.smoother import PerTrackState, SmootherConfig, disk, gaussian_feather
 
 Tensor = torch.Tensor
 _INV_255 = 1.0 / 255.0  # the CPU path multiplies by float32(1/255) instead of dividing: same bits here

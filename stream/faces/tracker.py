@@ -1,7 +1,7 @@
 """Face identities across frames: greedy IoU + landmark matching, coasting through short misses, One-Euro
 smoothing of landmarks.
 
-Why a tracker at all: masks are smoothed per face in aligned coordinates (:mod:`stream.smoother`), so a
+Why a tracker at all: masks are smoothed per face in aligned coordinates (:mod:`stream.restore.smoother`), so a
 face must keep its id from frame to frame, and a detector that misses a face for a few frames (motion
 blur, a hand over the face) must not make the restored face blink off and on. Why One-Euro: landmark
 jitter shakes the alignment and therefore the whole restored crop; a fixed low-pass filter would lag

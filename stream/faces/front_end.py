@@ -16,7 +16,7 @@ import numpy as np
 
 from engines.crop import Alignment, estimate_alignment, warp_to_crop
 from engines.face_detect import FaceDetection
-from stream.tracker import FaceTracker, Track, TrackerConfig
+from stream.faces.tracker import FaceTracker, Track, TrackerConfig
 
 logger = logging.getLogger(__name__)
 

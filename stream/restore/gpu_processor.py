@@ -42,8 +42,8 @@ from engines.base import Engine
 from engines.crop import Alignment
 from engines.errors import BackendUnavailableError
 from stream.errors import StreamError
-from stream.faces import FaceDetector, FaceFrontEnd, LocatedFaces, crop_within_frame
-from stream.restore import (
+from stream.faces.front_end import FaceDetector, FaceFrontEnd, LocatedFaces, crop_within_frame
+from stream.restore.processor import (
     EngineOutputError,
     FrameProcessor,
     FrameReport,
@@ -138,7 +138,7 @@ class GpuFrameProcessor:
             raise BackendUnavailableError(
                 "the GPU processor needs torch: pip install deocclude[gpu]"
             ) from exc
-        from stream import gpu_ops
+        from stream.restore import torch_ops as gpu_ops
 
         self._torch: Any = torch
         self._ops: Any = gpu_ops

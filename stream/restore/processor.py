@@ -15,11 +15,11 @@ from types import MappingProxyType
 import numpy as np
 
 from engines.base import Engine
-from stream.composite import paste_back
 from stream.errors import StreamError
-from stream.faces import FaceDetector, FaceFrontEnd
-from stream.smoother import MaskSmoother, SmootherConfig
-from stream.tracker import TrackerConfig
+from stream.faces.front_end import FaceDetector, FaceFrontEnd
+from stream.faces.tracker import TrackerConfig
+from stream.restore.composite import paste_back
+from stream.restore.smoother import MaskSmoother, SmootherConfig
 
 TIMING_KEYS = ("detect", "align", "mask", "restore", "composite")
 
