@@ -189,6 +189,15 @@ class GeneratorForExport(nn.Module):
         return self.generator(image, mask).refined
 
 
+class PriorGeneratorForExport(GeneratorForExport):
+    """(``image``, ``mask``, ``prior``) -> ``restored``, for profiles whose generator takes the face prior.
+
+    A class of its own rather than an optional argument: ONNX and torch.export trace one signature."""
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return self.generator(image, mask, prior).refined
+
+
 @dataclass(frozen=True)
 class ExportReport:
     """What :func:`export_models` wrote and how closely each file matched eager torch."""
@@ -220,8 +229,11 @@ def git_revision() -> str:
     return result.stdout.strip()
 
 
-def sample_inputs(profile: ModelProfile, batch: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random image (batch, 3, S, S) in [0, 1] and a random rectangular 0/1 hole per sample."""
+def sample_inputs(
+    profile: ModelProfile, batch: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random image (batch, 3, S, S) in [0, 1], a random rectangular 0/1 hole per sample, and a random
+    prior image (batch, 3, S, S) in [0, 1]; callers take the first ``len(inputs)``."""
     gen = torch.Generator().manual_seed(seed)
     size = profile.crop_size
     image = torch.rand(batch, 3, size, size, generator=gen)
@@ -230,7 +242,8 @@ def sample_inputs(profile: ModelProfile, batch: int, seed: int = 0) -> tuple[tor
         top, left = (int(v) for v in torch.randint(0, size // 2, (2,), generator=gen))
         height, width = (int(v) for v in torch.randint(size // 8, size // 2, (2,), generator=gen))
         mask[i, :, top : top + height, left : left + width] = 1.0
-    return image, mask
+    prior = torch.rand(batch, 3, size, size, generator=gen)
+    return image, mask, prior
 
 
 def _export_onnx(
@@ -298,8 +311,7 @@ def _verify(
     program = torch.export.load(str(pt2_path)).module()
     diffs: dict[str, float] = {}
     for batch in CHECK_BATCHES:
-        image, mask = sample_inputs(profile, batch, seed=batch)
-        args = (image, mask)[: len(inputs)]
+        args = sample_inputs(profile, batch, seed=batch)[: len(inputs)]
         with torch.no_grad():
             expected = model(*args)
             from_program = program(*args)
@@ -334,10 +346,25 @@ def export_models(
         "iterations": int(ckpt.get("step", 0)),
         "git_revision": git_revision(),
     }
-    extra = {"opset": opset, "stage": str(ckpt.get("stage", "")), "attention": prof.attention}
+    extra = {
+        "opset": opset,
+        "stage": str(ckpt.get("stage", "")),
+        "attention": prof.attention,
+        "prior_input": prof.prior_input,
+    }
+    generator_job = (
+        (
+            "generator",
+            PriorGeneratorForExport(models.generator).eval(),
+            ("image", "mask", "prior"),
+            "restored",
+        )
+        if prof.prior_input
+        else ("generator", GeneratorForExport(models.generator).eval(), ("image", "mask"), "restored")
+    )
     jobs: list[tuple[str, nn.Module, tuple[str, ...], str]] = [
         ("detector", DetectorForExport(models.detector).eval(), ("image",), "mask"),
-        ("generator", GeneratorForExport(models.generator).eval(), ("image", "mask"), "restored"),
+        generator_job,
     ]
     files: list[Path] = []
     diffs: dict[str, float] = {}

@@ -132,8 +132,9 @@ class Trainer:
         self.scaler.step(det_opt)
         losses["det"] = float(det_loss.detach())
 
+        prior = batch["prior"].to(self.device, non_blocking=True) if "prior" in batch else None
         with self._autocast():
-            out = self.generator(image, hole)
+            out = self.generator(image, hole, prior)
         coarse, refined = out.coarse.float(), out.refined.float()
         coarse_comp, refined_comp = composite(image, hole, coarse), composite(image, hole, refined)
 
@@ -210,8 +211,9 @@ class Trainer:
         self.train_mode(False)
         image = batch["image"].to(self.device)
         hole = (batch["mask"].to(self.device) > self.config.hole_threshold).to(image.dtype)
+        prior = batch["prior"].to(self.device) if "prior" in batch else None
         with self._autocast():
-            out = self.generator(image, hole)
+            out = self.generator(image, hole, prior)
             det = self.detector.probabilities(image)
         target = batch["target"].to(self.device)
         coarse, refined = out.coarse.float(), out.refined.float()

@@ -102,7 +102,7 @@ def test_report_lists_files_and_small_differences(exported: tuple[Path, ExportRe
 def test_onnxruntime_matches_torch(exported: tuple[Path, ExportReport], batch: int) -> None:
     ckpt_path, report = exported
     models = load_models(ckpt_path)
-    image, mask = sample_inputs(TINY, batch, seed=100 + batch)
+    image, mask, _ = sample_inputs(TINY, batch, seed=100 + batch)
     with torch.no_grad():
         expected_restored = models.generator(image, mask).refined.numpy()
         expected_mask = torch.sigmoid(models.detector(image)).numpy()
@@ -141,7 +141,7 @@ def test_program_loads_and_matches_with_dynamic_batch(exported: tuple[Path, Expo
     program = torch.export.load(str(report.out_dir / "generator.pt2"), extra_files=extra).module()
     assert ModelInfo.from_json(extra[PT2_EXTRA_FILE]).role == "generator"
     for batch in (1, 3):
-        image, mask = sample_inputs(TINY, batch, seed=7)
+        image, mask, _ = sample_inputs(TINY, batch, seed=7)
         with torch.no_grad():
             assert torch.allclose(program(image, mask), models.generator(image, mask).refined, atol=1e-5)
 

@@ -1,7 +1,8 @@
 """Coarse network (paper Fig. 6b): a U-Net from the occluded image and its mask to a coarse restoration.
 
-Input (N, 4, S, S): ``image_rgb01 * (1 - mask)`` and ``mask`` (1 = pixel to restore). Output (N, 3, S, S)
-RGB in [0, 1] (sigmoid head). Choices where the paper is silent:
+Input (N, 4, S, S): ``image_rgb01 * (1 - mask)`` and ``mask`` (1 = pixel to restore), plus, for profiles
+with a face prior, the rendered prior's 3 RGB channels (N, 7, S, S). Output (N, 3, S, S) RGB in [0, 1]
+(sigmoid head). Choices where the paper is silent:
 
 - Encoder: a 3x3 stem at full resolution, then per level a stride-2 convolution and a 3x3 convolution,
   widths doubling up to 8x the base. The bottleneck holds dilated convolutions (DeepFill's coarse net)
@@ -29,12 +30,14 @@ def level_widths(base: int, levels: int) -> list[int]:
 
 
 class CoarseUNet(nn.Module):
-    """U-Net: (N, 4, S, S) masked image + mask -> (N, 3, S, S) coarse RGB in [0, 1]."""
+    """U-Net: (N, in_channels, S, S) masked image + mask (+ prior) -> (N, 3, S, S) coarse RGB in [0, 1]."""
 
-    def __init__(self, base_channels: int, levels: int, dilations: tuple[int, ...]) -> None:
+    def __init__(
+        self, base_channels: int, levels: int, dilations: tuple[int, ...], in_channels: int = 4
+    ) -> None:
         super().__init__()
         widths = level_widths(base_channels, levels)
-        self.stem = conv_act(4, widths[0])
+        self.stem = conv_act(in_channels, widths[0])
         self.down = nn.ModuleList(
             nn.Sequential(
                 conv_act(widths[i], widths[i + 1], stride=2), conv_act(widths[i + 1], widths[i + 1])

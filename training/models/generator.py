@@ -1,7 +1,9 @@
 """The FMODR generator: coarse U-Net followed by the two-stream refine network (paper section 4.1).
 
-``forward(image_rgb01, mask)``: image (N, 3, S, S) RGB in [0, 1], mask (N, 1, S, S) in [0, 1] where 1 marks
-the pixels to restore (the detector's probability may be passed as is; it is used as a soft mask).
+``forward(image_rgb01, mask, prior_rgb01=None)``: image (N, 3, S, S) RGB in [0, 1], mask (N, 1, S, S) in
+[0, 1] where 1 marks the pixels to restore (the detector's probability may be passed as is; it is used as
+a soft mask), and for profiles with ``prior_input`` the rendered face prior (N, 3, S, S) RGB in [0, 1]
+(the whole face, visible part included: the network sees how well the prior fits what it can check).
 Returns :class:`GeneratorOutput` with ``coarse`` and ``refined``, both (N, 3, S, S) RGB in [0, 1] for the
 whole crop (sigmoid heads). Neither is composited: the caller blends ``refined`` inside the mask
 (:func:`composite`), which is also what the exported ``restored`` output means.
@@ -38,7 +40,12 @@ class FMODRGenerator(nn.Module):
     def __init__(self, profile: ModelProfile) -> None:
         super().__init__()
         self.profile = profile
-        self.coarse = CoarseUNet(profile.gen_channels, profile.coarse_levels, profile.coarse_dilations)
+        self.coarse = CoarseUNet(
+            profile.gen_channels,
+            profile.coarse_levels,
+            profile.coarse_dilations,
+            in_channels=7 if profile.prior_input else 4,
+        )
         attention = (
             SelfAdaptiveContextualAttention(
                 4 * profile.gen_channels, profile.attention_rate, profile.attention_softmax_scale
@@ -48,15 +55,29 @@ class FMODRGenerator(nn.Module):
         )
         self.refine = RefineNetwork(profile.gen_channels, profile.refine_dilations, attention)
 
-    def forward(self, image_rgb01: torch.Tensor, mask: torch.Tensor) -> GeneratorOutput:
+    def forward(
+        self, image_rgb01: torch.Tensor, mask: torch.Tensor, prior_rgb01: torch.Tensor | None = None
+    ) -> GeneratorOutput:
         size = self.profile.crop_size
         if image_rgb01.shape[1:] != (3, size, size) or mask.shape[1:] != (1, size, size):
             raise ValueError(
                 f"generator expects image (N, 3, {size}, {size}) and mask (N, 1, {size}, {size}), "
                 f"got {tuple(image_rgb01.shape)} and {tuple(mask.shape)}"
             )
+        if self.profile.prior_input != (prior_rgb01 is not None):
+            raise ValueError(
+                f"profile {self.profile.name!r} "
+                + ("needs a prior (N, 3, S, S)" if self.profile.prior_input else "takes no prior")
+            )
         known = image_rgb01 * (1.0 - mask)
-        coarse = self.coarse(torch.cat([known, mask], dim=1))
+        parts = [known, mask]
+        if prior_rgb01 is not None:
+            if prior_rgb01.shape != image_rgb01.shape:
+                raise ValueError(
+                    f"prior must be shaped like the image {tuple(image_rgb01.shape)}, got {tuple(prior_rgb01.shape)}"
+                )
+            parts.append(prior_rgb01)
+        coarse = self.coarse(torch.cat(parts, dim=1))
         refined = self.refine(coarse * mask + known, mask)
         return GeneratorOutput(coarse=coarse, refined=refined)
 

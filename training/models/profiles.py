@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,9 @@ class ModelProfile:
     attention_softmax_scale: float = 10.0
     # Discriminator: width of each branch's fully connected feature vector (the paper: 1,024, so 2,048 joint).
     disc_fc_dim: int = 1024
+    # The generator also takes a rendered face prior (paper 003's 3D prior; here the morphable model of
+    # engines.prior) as a third input: (N, 3, S, S) RGB in [0, 1], the whole face as the prior draws it.
+    prior_input: bool = False
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -106,6 +109,12 @@ PROFILES: dict[str, ModelProfile] = {
         disc_fc_dim=1024,
     ),
 }
+
+
+# The same networks with the face prior as a generator input: a profile of its own, because the
+# generator's first layer (and so every exported file and engine) differs.
+PROFILES["small_prior"] = replace(PROFILES["small"], name="small_prior", prior_input=True)
+PROFILES["tiny_prior"] = replace(PROFILES["tiny"], name="tiny_prior", prior_input=True)
 
 
 def get_profile(name: str) -> ModelProfile:
