@@ -279,6 +279,12 @@ class TrainConfig:
     perceptual_backbone: str = "mobilenet_v2"
     num_workers: int = 2
     export: bool = True
+    # Face prior model (.npz of engines.prior) for profiles whose generator takes the prior as input.
+    prior_model: str = ""
+    # Warm start: detector and generator weights from a checkpoint or a shipped weights.pt. A generator
+    # whose first layer gained the prior's channels keeps the old weights and starts them at zero, so it
+    # begins exactly as the model it came from and learns to use the prior.
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         try:
@@ -313,6 +319,10 @@ class TrainConfig:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.detector_bce_weight < 0 or self.detector_dice_weight < 0:
             raise ValueError("detector_bce_weight and detector_dice_weight must be >= 0")
+        if get_profile(self.profile).prior_input and not self.prior_model:
+            raise ValueError(f"profile {self.profile!r} takes the face prior: set prior_model (a prior .npz)")
+        if self.prior_model and not get_profile(self.profile).prior_input:
+            raise ValueError(f"prior_model is set but profile {self.profile!r} takes no prior")
 
     @property
     def total_steps(self) -> int:

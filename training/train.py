@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 import torch
 import yaml
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from training.config import ConfigError, DataSource, TrainConfig, load_config
@@ -40,6 +40,7 @@ from training.data.datasets import (
     VideoFramesDataset,
 )
 from training.data.faces import FaceDataError, read_manifest, split_by_person
+from training.data.prior_guided import PriorGuide, PriorGuidedDataset
 from training.export import export_models, load_checkpoint, save_checkpoint
 from training.models import composite
 from training.trainer import StepResult, Trainer, pick_device
@@ -88,7 +89,56 @@ def held_out_people(config: TrainConfig) -> set[str]:
     return people
 
 
-def build_training_set(config: TrainConfig) -> tuple[MixedTrainingSet, str]:
+def prior_guide(config: TrainConfig) -> PriorGuide | None:
+    """The per-sample prior maker for profiles whose generator takes the face prior, else None."""
+    if not config.prior_model:
+        return None
+    path = Path(config.prior_model).expanduser().resolve()
+    if not path.is_file():
+        raise FaceDataError(f"prior_model not found: {config.prior_model} (resolved to {path})")
+    return PriorGuide(path, config.hole_threshold)
+
+
+def warm_start(trainer: Trainer, path: str) -> None:
+    """Load detector and generator weights from ``path`` (a checkpoint or a weights.pt) into ``trainer``.
+
+    Tensors of the same shape are copied; a generator input layer that gained channels (the prior's) keeps
+    the old input channels and starts the new ones at zero. Anything else that differs is an error.
+    """
+    source = load_checkpoint(Path(path).expanduser(), map_location="cpu")
+    for name in ("detector", "generator"):
+        module = getattr(trainer, name)
+        own = module.state_dict()
+        theirs = source[name]
+        if set(own) != set(theirs):
+            raise ConfigError(
+                f"init_from {path}: {name} layers differ ({sorted(set(own) ^ set(theirs))[:4]} ...)"
+            )
+        merged = {}
+        for key, value in own.items():
+            old = theirs[key]
+            if old.shape == value.shape:
+                merged[key] = old
+            elif old.ndim == 4 and old.shape[0] == value.shape[0] and old.shape[1] < value.shape[1]:
+                grown = torch.zeros_like(value)
+                grown[:, : old.shape[1]] = old
+                merged[key] = grown
+                log.info("init_from: %s.%s grows from %d to %d input channels (new ones at zero)",
+                         name, key, old.shape[1], value.shape[1])  # fmt: skip
+            else:
+                raise ConfigError(
+                    f"init_from {path}: {name}.{key} is {tuple(old.shape)}, need {tuple(value.shape)}"
+                )
+        module.load_state_dict(merged)
+    log.info(
+        "warm start: detector and generator from %s (profile %s, step %s)",
+        path,
+        source.get("profile"),
+        source.get("step"),
+    )
+
+
+def build_training_set(config: TrainConfig) -> tuple[Dataset[dict[str, torch.Tensor]], str]:
     sources = [build_source(s, config) for s in config.data.sources]
     held = held_out_people(config)
     for src, ds in zip(config.data.sources, sources, strict=True):
@@ -118,17 +168,25 @@ def build_training_set(config: TrainConfig) -> tuple[MixedTrainingSet, str]:
             len(d),
             f", {len(people)} people" if people else "",
         )
-    return MixedTrainingSet(sources, weights, seed=config.seed), description
+    mixed = MixedTrainingSet(sources, weights, seed=config.seed)
+    guide = prior_guide(config)
+    if guide is None:
+        return mixed, description
+    return PriorGuidedDataset(mixed, guide), f"{description}; face prior {config.prior_model}"
 
 
-def fixed_batch(config: TrainConfig, train_set: MixedTrainingSet) -> tuple[dict[str, torch.Tensor], str]:
+def fixed_batch(
+    config: TrainConfig, train_set: Dataset[dict[str, torch.Tensor]]
+) -> tuple[dict[str, torch.Tensor], str]:
     """A fixed batch for sample grids: from the validation sources if any, else the first training items."""
     items: list[dict[str, torch.Tensor]] = []
     origin = "train"
     if config.data.val_sources:
+        guide = prior_guide(config)
         for src in config.data.val_sources:
             ds = build_source(src, config, augment=False)
-            items += [ds[i] for i in range(min(len(ds), SAMPLE_ROWS - len(items)))]
+            for i in range(min(len(ds), SAMPLE_ROWS - len(items))):
+                items.append(ds[i] if guide is None else guide(ds[i]))
         origin = "val"
     if not items:
         items = [train_set[k] for k in range(SAMPLE_ROWS)]
@@ -136,12 +194,14 @@ def fixed_batch(config: TrainConfig, train_set: MixedTrainingSet) -> tuple[dict[
 
 
 def sample_grid(batch: dict[str, torch.Tensor], result: StepResult) -> np.ndarray:
-    """(rows*S, 5*S, 3) uint8 RGB: occluded | mask | coarse | refined | target per row."""
+    """(rows*S, 5*S, 3) uint8 RGB: occluded | mask | coarse | refined | target per row; with a face prior,
+    the prior's guide image stands between mask and coarse (6 columns)."""
     image, target, mask = batch["image"], batch["target"], batch["mask"]
     hole = (mask > 0.05).float()
     coarse = composite(image, hole, result.coarse.cpu())
     refined = composite(image, hole, result.refined.cpu())
-    cols = [image, mask.expand_as(image), coarse, refined, target]
+    guide = [batch["prior"]] if "prior" in batch else []
+    cols = [image, mask.expand_as(image), *guide, coarse, refined, target]
     rows = [torch.cat([c[i] for c in cols], dim=2) for i in range(image.shape[0])]
     grid = torch.cat(rows, dim=1).clamp(0, 1).permute(1, 2, 0).numpy()
     return (grid * 255 + 0.5).astype(np.uint8)
@@ -158,6 +218,8 @@ class Run:
         (out / "samples").mkdir(exist_ok=True)
         torch.manual_seed(config.seed)  # network initialisation; the data has its own seeded stream
         self.trainer = Trainer(config, device)
+        if config.init_from:
+            warm_start(self.trainer, config.init_from)
         self.step = 0
         self.training_data = ""
 

@@ -63,3 +63,45 @@ def test_export_has_a_prior_input_and_matches_torch(tmp_path: Path) -> None:
     )
     assert [i.name for i in session.get_inputs()] == ["image", "mask", "prior"]
     assert max(report.max_abs_diff.values()) < 1e-4
+
+
+# ------------------------------------------------------------------------------------ training with it
+REPO = Path(__file__).resolve().parents[2]
+PRIOR = REPO / "models" / "small" / "prior.npz"
+
+
+def test_guided_training_warm_starts_from_a_plain_checkpoint_and_exports_a_prior_input(
+    tmp_path: Path,
+) -> None:
+    from tests.training.test_train import tiny_config_file
+    from training.export import load_checkpoint
+    from training.train import main
+
+    plain = tiny_config_file(tmp_path / "plain", max_steps=2, export=False)
+    assert main(["--config", str(plain), "--out", str(tmp_path / "plain_run")]) == 0
+    plain_ckpt = tmp_path / "plain_run" / "checkpoints" / "final.pt"
+    guided = tiny_config_file(
+        tmp_path / "guided",
+        profile="tiny_prior",
+        prior_model=str(PRIOR),
+        init_from=str(plain_ckpt),
+        max_steps=2,
+    )
+    assert main(["--config", str(guided), "--out", str(tmp_path / "guided_run")]) == 0
+    ckpt = load_checkpoint(tmp_path / "guided_run" / "checkpoints" / "final.pt")
+    old = load_checkpoint(plain_ckpt)["generator"]["coarse.stem.0.weight"]
+    assert ckpt["generator"]["coarse.stem.0.weight"].shape[1] == old.shape[1] + 3
+    session = ort.InferenceSession(
+        str(tmp_path / "guided_run" / "export" / "generator.onnx"), providers=["CPUExecutionProvider"]
+    )
+    assert [i.name for i in session.get_inputs()] == ["image", "mask", "prior"]
+    grids = sorted((tmp_path / "guided_run" / "samples").glob("*.png"))
+    assert grids  # the sample grid has the guide column
+
+
+def test_prior_profile_without_a_prior_model_is_a_config_error(tmp_path: Path) -> None:
+    from tests.training.test_train import tiny_config_file
+    from training.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="prior_model"):
+        load_config(tiny_config_file(tmp_path, profile="tiny_prior"))
