@@ -35,9 +35,9 @@ class FitConfig:
     ``min_visible``: below this share of visible texture pixels the texture stays the (colour-fitted) mean.
     """
 
-    landmark_noise: float = 0.006
-    occluded_landmark_weight: float = 0.05
-    texture_noise: float = 0.05
+    landmark_noise: float = 0.04
+    occluded_landmark_weight: float = 0.0
+    texture_noise: float = 0.3
     gain_std: float = 0.2
     offset_std: float = 0.1
     irls_passes: int = 2
