@@ -196,8 +196,18 @@ class _Stop(Exception):
 def train(
     config: SegmenterTrainConfig, out: Path, resume: Path | None = None, max_steps: int | None = None
 ) -> Path:
-    """Runs to ``config.steps`` (or ``max_steps`` steps in total); returns the last checkpoint written."""
+    """Runs to ``config.steps`` (or ``max_steps`` steps in total); returns the last checkpoint written.
+
+    Uses ``config.threads`` torch threads (the caller's setting is restored afterwards)."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
+    try:
+        return _train(config, out, resume, max_steps)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(config: SegmenterTrainConfig, out: Path, resume: Path | None, max_steps: int | None) -> Path:
     torch.manual_seed(config.seed)
     ckpt_dir = out / "checkpoints"
     faces, weights = training_faces(config, out / "cache")
