@@ -280,6 +280,9 @@ class Run:
             num_workers=cfg.num_workers,
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
+            # mediapipe's graph (the face prior's mesh) does not survive a fork of a process that has
+            # used it (heap corruption in the worker): workers start fresh when the prior is on.
+            multiprocessing_context="spawn" if cfg.prior_model and cfg.num_workers > 0 else None,
         )
         log_path = self.out / "losses.jsonl"
         progress = tqdm(total=total, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
