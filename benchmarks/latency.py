@@ -53,20 +53,12 @@ from benchmarks.environment import device_info, git, models_info, versions
 from benchmarks.latency_inputs import parse_size, prepare_clip, probe, write_forced_models
 from benchmarks.report import setup_logging, write_report
 from engines.errors import EngineError
+from engines.runtime import DEVICE_CHOICES, PRECISION_CHOICES, resolve_device
 from engines.select import BACKENDS
-from stream.app import (
-    DEMO_CLIP,
-    DEVICES,
-    PRECISIONS,
-    StreamConfig,
-    check_engine_choices,
-    default_models_dir,
-    load_engines,
-    run,
-)
-from stream.app import resolve_device as resolve_stream_device
+from stream.app import DEMO_CLIP, StreamConfig, run
 from stream.errors import StreamError
 from stream.media.sources import open_source
+from stream.networks import check_engine_choices, default_models_dir, load_engines
 from stream.restore.processor import FrameReport
 from stream.stats import ProgressUpdate, distribution
 
@@ -308,7 +300,7 @@ def measure(config: LatencyConfig) -> dict[str, Any]:
     """Prepare the clip, run the pipeline, time the networks alone; returns the JSON-ready report."""
     if not config.input.is_file():
         raise FileNotFoundError(f"input clip not found: {config.input}")
-    device = resolve_stream_device(config.device)
+    device = resolve_device(config.device)
     models = config.models or default_models_dir(device)
     for role in ("detector", "generator"):
         if not (models / f"{role}.onnx").is_file():
@@ -455,8 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", type=Path, default=DEMO_CLIP, help="video file (default: %(default)s)")
     p.add_argument("--json", type=Path, required=True, dest="json_path", help="where to write the report")
     p.add_argument("--backend", default="auto", choices=BACKENDS)
-    p.add_argument("--device", default="auto", choices=DEVICES)
-    p.add_argument("--precision", default="auto", choices=PRECISIONS)
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    p.add_argument("--precision", default="auto", choices=PRECISION_CHOICES)
     p.add_argument(
         "--models", type=Path, default=None, help="detector.onnx + generator.onnx (default: by device)"
     )

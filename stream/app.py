@@ -6,7 +6,6 @@ is what users run.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -14,82 +13,24 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from engines.assets import demo_clip, models_dir
-from engines.base import Engine
+from engines.assets import demo_clip
 from engines.face_detect import FaceDetectorConfig, YuNetDetector
-from engines.select import BACKENDS, load_engine
+from engines.runtime import DEVICE_CHOICES, PRECISION_CHOICES, resolve_device
 from stream.faces.tracker import TrackerConfig
 from stream.media.sinks import open_sink
 from stream.media.sources import Source, open_source
-from stream.pipeline import FunctionStage, Pipeline, Stage
-from stream.restore.gpu_processor import GpuFrameProcessor, LocateAhead, build_processor
-from stream.restore.processor import FrameReport, ProcessorConfig
-from stream.restore.smoother import SmootherConfig
+from stream.networks import Engines, check_engine_choices, default_models_dir, load_engines
+from stream.pipeline import Pipeline, Stage
+from stream.restore.build import RestoreStage, build_processor, restore_stages, smoother_for_crop
+from stream.restore.config import FrameReport, ProcessorConfig
 from stream.stats import PipelineStats, ProgressReporter, ProgressUpdate
-from stream.types import Frame
 
 logger = logging.getLogger(__name__)
 
-MODELS_DIR = models_dir()
 DEMO_CLIP = demo_clip()
 DEFAULT_OUTPUT_DIR = Path("out")
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "fp16")
-
-
-def cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
-
-
-def check_engine_choices(backend: str, device: str, precision: str) -> None:
-    """ValueError naming the valid values when a backend / device / precision option is unknown."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if device not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu`` (the fallback is logged)."""
-    if device != "auto":
-        return device
-    if cuda_available():
-        return "cuda"
-    logger.info("device: auto -> cpu (no CUDA GPU visible to torch)")
-    return "cpu"
-
-
-def default_models_dir(device: str) -> Path:
-    """The profile made for the device: ``full`` (256 px, the paper's) on a GPU, ``small`` on a CPU."""
-    full, small = MODELS_DIR / "full", MODELS_DIR / "small"
-    if device == "cuda":
-        if (full / "generator.onnx").is_file():
-            return full
-        logger.warning("models: no models/full for the GPU; using models/small")
-    return small
-
-
-def smoother_for_crop(crop_size: int) -> SmootherConfig:
-    """Mask grow and feather in crop pixels, scaled from the defaults (sized for 256 px crops).
-
-    Why: on a 128 px crop the 256 px defaults (3 px grow + 6 px feather) reach ~7 % of the face beyond the
-    detected mask, which carried the blend up to the eyes of the demo face.
-    """
-    base = SmootherConfig()
-    scale = crop_size / 256
-    return dataclasses.replace(
-        base,
-        dilate_px=max(1, round(base.dilate_px * scale)),
-        feather_px=max(1, round(base.feather_px * scale)),
-    )
+# The command line's choices (stream.cli); the vocabulary itself is engines.runtime's.
+DEVICES, PRECISIONS = DEVICE_CHOICES, PRECISION_CHOICES
 
 
 def default_output(input_spec: str) -> Path:
@@ -154,71 +95,6 @@ class RunResult:
 
 
 @dataclass
-class Engines:
-    detector: Engine
-    generator: Engine
-
-    def close(self) -> None:
-        self.detector.close()
-        self.generator.close()
-
-
-def load_engines(
-    models: Path, *, backend: str, device: str, precision: str, max_batch: int, intra_threads: int | None
-) -> Engines:
-    """Load the detector and generator of a model directory on one backend and device."""
-    prec = precision if precision != "auto" else ("fp16" if device == "cuda" else "fp32")
-    paths = {role: models / f"{role}.onnx" for role in ("detector", "generator")}
-    for role, path in paths.items():
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{role} model not found: {path} (expected detector.onnx and generator.onnx in {models})"
-            )
-    det = load_engine(
-        paths["detector"],
-        backend=backend,
-        device=device,
-        precision=prec,
-        max_batch=max_batch,
-        intra_threads=intra_threads,
-    )
-    try:
-        gen = load_engine(
-            paths["generator"],
-            backend=backend,
-            device=device,
-            precision=prec,
-            max_batch=max_batch,
-            intra_threads=intra_threads,
-        )
-    except BaseException:
-        det.close()
-        raise
-    return Engines(det, gen)
-
-
-class RestoreStage:
-    """The pipeline stage that restores faces in a frame; keeps the per-frame reports."""
-
-    name = "restore"
-
-    def __init__(
-        self, processor: Callable[[np.ndarray], tuple[np.ndarray, FrameReport]], keep_reports: bool
-    ) -> None:
-        self._process = processor
-        self.keep_reports = keep_reports
-        self.reports: list[FrameReport] = []
-
-    def __call__(self, frame: Frame) -> Frame:
-        out, report = self._process(frame.bgr_u8)
-        if self.keep_reports:
-            self.reports.append(report)
-        for key, ms in report.timings_ms.items():
-            frame.timings[f"restore.{key}"] = ms
-        return dataclasses.replace(frame, bgr_u8=out) if out is not frame.bgr_u8 else frame
-
-
-@dataclass
 class OpenRun:
     source: Source
     engines: Engines
@@ -255,17 +131,9 @@ def open_run(config: StreamConfig) -> Iterator[OpenRun]:
         )
         face_detector = YuNetDetector(FaceDetectorConfig(max_faces=max(config.max_faces * 2, 8)))
         processor = build_processor(face_detector, engines.detector, engines.generator, pconf, device)
-        keep = not info.is_live
-        stages: list[Stage]
-        if isinstance(processor, GpuFrameProcessor):
-            # Two threads on a GPU: frame N+1's detection and upload overlap frame N's restoration.
-            processor.warmup((info.height, info.width))
-            ahead = LocateAhead(processor, max_pending=config.queue_size + 4)
-            restore = RestoreStage(ahead.process, keep_reports=keep)
-            stages = [FunctionStage("faces", ahead.locate_stage), FunctionStage(restore.name, restore)]
-        else:
-            restore = RestoreStage(processor.process, keep_reports=keep)
-            stages = [FunctionStage(restore.name, restore)]
+        restore, stages = restore_stages(
+            processor, (info.height, info.width), keep_reports=not info.is_live, queue_size=config.queue_size
+        )
         yield OpenRun(source, engines, restore, stages, device, models)
 
 

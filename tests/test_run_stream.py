@@ -8,7 +8,8 @@ import av
 import pytest
 
 import run_stream
-from stream.app import DEMO_CLIP, MODELS_DIR
+from stream.app import DEMO_CLIP
+from stream.networks import MODELS_DIR
 
 DEMO_FRAMES = 24
 

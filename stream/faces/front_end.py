@@ -14,7 +14,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from engines.crop import Alignment, estimate_alignment, warp_to_crop
+from engines.crop import Alignment, estimate_alignment
 from engines.face_detect import FaceDetection
 from stream.faces.tracker import FaceTracker, Track, TrackerConfig
 
@@ -32,7 +32,9 @@ class LocatedFaces:
     """The faces of one frame after detect -> track -> select -> align, before any crop is made.
 
     ``alignments``/``track_ids``: one per face to process, largest first; ``boxes``: (N, 4) float32 x, y,
-    w, h in frame pixels. ``alive_ids``, ``skipped`` and ``detected`` as in :class:`FaceBatch`.
+    w, h in frame pixels. ``alive_ids``: every live track (including faces skipped this frame), so per-track state of ended
+    tracks can be dropped; ``skipped``: faces tracked but not processed (beyond ``max_faces``, smaller
+    than ``min_face_px``); ``detected``: whether the detector ran on this frame (see ``detect_every``).
     ``detect_ms``: face detector + tracker; ``align_ms``: selection + alignment (host wall-clock).
     """
 
@@ -50,51 +52,6 @@ class LocatedFaces:
         if len(self.alignments) != n or self.boxes.shape != (n, 4):
             raise ValueError(
                 f"need {n} alignments and ({n}, 4) boxes, got {len(self.alignments)} and {self.boxes.shape}"
-            )
-
-    def __len__(self) -> int:
-        return len(self.track_ids)
-
-
-@dataclass(frozen=True)
-class FaceBatch:
-    """The faces of one frame, ready for the networks.
-
-    ``crops_rgb01``: (N, 3, S, S) float32 RGB in [0, 1] (host memory), ``alignments``/``track_ids``:
-    one per crop, ``boxes``: (N, 4) float32 x, y, w, h in frame pixels. ``alive_ids``: every live track
-    (including faces skipped this frame), so per-track state of ended tracks can be dropped.
-    ``skipped``: faces tracked but not processed (beyond ``max_faces``, smaller than ``min_face_px``).
-    ``inside_masks``: per face ``None`` when the whole crop comes from inside the frame, else (S, S)
-    float32 {0, 1}: 1 where crop pixels (and their neighbours) come from inside the frame. Outside it the
-    crop holds the black border fill, and restored pixels made from it must not be pasted back.
-    """
-
-    crops_rgb01: np.ndarray
-    alignments: tuple[Alignment, ...]
-    track_ids: tuple[int, ...]
-    boxes: np.ndarray
-    inside_masks: tuple[np.ndarray | None, ...]
-    alive_ids: frozenset[int]
-    skipped: int
-    detected: bool  # whether the detector ran on this frame (``detect_every`` > 1 skips some)
-    detect_ms: float
-    align_ms: float
-
-    def __post_init__(self) -> None:
-        n = len(self.track_ids)
-        c = self.crops_rgb01
-        if (
-            c.ndim != 4
-            or c.shape[0] != n
-            or c.shape[1] != 3
-            or c.shape[2] != c.shape[3]
-            or c.dtype != np.float32
-        ):
-            raise ValueError(f"crops must be ({n}, 3, S, S) float32, got {c.shape} {c.dtype}")
-        if len(self.alignments) != n or self.boxes.shape != (n, 4) or len(self.inside_masks) != n:
-            raise ValueError(
-                f"need {n} alignments, ({n}, 4) boxes and {n} inside masks, got {len(self.alignments)}, "
-                f"{self.boxes.shape} and {len(self.inside_masks)}"
             )
 
     def __len__(self) -> int:
@@ -159,7 +116,7 @@ class FaceFrontEnd:
 
     def locate(self, frame_bgr_u8: np.ndarray) -> LocatedFaces:
         """Detect (or predict), track, select and align the faces of ``frame_bgr_u8`` (H, W, 3) uint8 BGR;
-        no crop is made (:meth:`process` makes them with OpenCV, the GPU processor on the device)."""
+        no crop is made (the op sets of :mod:`stream.restore.ops` make them)."""
         if frame_bgr_u8.ndim != 3 or frame_bgr_u8.shape[2] != 3 or frame_bgr_u8.dtype != np.uint8:
             raise ValueError(
                 f"frame must be (H, W, 3) uint8 BGR, got {frame_bgr_u8.shape} {frame_bgr_u8.dtype}"
@@ -189,37 +146,6 @@ class FaceFrontEnd:
             detected=detected,
             detect_ms=(t1 - t0) * 1e3,
             align_ms=(t2 - t1) * 1e3,
-        )
-
-    def process(self, frame_bgr_u8: np.ndarray) -> FaceBatch:
-        """:meth:`locate`, then the crops of the located faces (OpenCV, host memory)."""
-        located = self.locate(frame_bgr_u8)
-        t0 = time.perf_counter()
-        s = self.crop_size
-        crops = np.empty((len(located), 3, s, s), dtype=np.float32)
-        inside_masks: list[np.ndarray | None] = []
-        # Why BGRA: OpenCV's 4-channel byte warp is vectorised (about twice as fast as the 3-channel one,
-        # colour bit-identical), and the alpha channel, 255 in the frame and 0 in the border fill, says
-        # for free which crop pixels came from inside the frame.
-        frame_bgra = cv2.cvtColor(frame_bgr_u8, cv2.COLOR_BGR2BGRA) if len(located) else frame_bgr_u8
-        for i, alignment in enumerate(located.alignments):
-            crop_bgra = warp_to_crop(frame_bgra, alignment)
-            # (S, S, 4) BGRA uint8 -> (3, S, S) RGB [0, 1] in one pass into the batch buffer.
-            np.multiply(crop_bgra.transpose(2, 0, 1)[2::-1], np.float32(1.0 / 255.0), out=crops[i])
-            within = crop_within_frame(frame_bgr_u8.shape[:2], alignment)
-            inside_masks.append(None if within else inside_mask_from_alpha(crop_bgra[:, :, 3]))
-        crop_ms = (time.perf_counter() - t0) * 1e3
-        return FaceBatch(
-            crops_rgb01=crops,
-            alignments=located.alignments,
-            track_ids=located.track_ids,
-            boxes=located.boxes,
-            inside_masks=tuple(inside_masks),
-            alive_ids=located.alive_ids,
-            skipped=located.skipped,
-            detected=located.detected,
-            detect_ms=located.detect_ms,
-            align_ms=located.align_ms + crop_ms,
         )
 
     def _select(self, tracks: list[Track], frame_hw: tuple[int, int]) -> tuple[list[Track], int]:

@@ -1,6 +1,6 @@
-"""Torch ops of the GPU frame processor: crop warping, mask smoothing and compositing on tensors, plus
-the host-side geometry they need (which frame rectangle to upload, where a face is pasted) and a
-per-stage clock (CUDA events or wall-clock).
+"""Torch array ops of the torch op set (:mod:`stream.restore.torch_frame_ops`): crop warping, mask
+smoothing and compositing on tensors, plus the host-side geometry they need (which frame rectangle to
+upload, where a face is pasted).
 
 Each op reproduces its OpenCV counterpart on the CPU path (:mod:`stream.faces.front_end`, :mod:`stream.restore.smoother`,
 :mod:`stream.restore.composite`) closely enough that the two processors agree within a grey level or two, and
@@ -24,10 +24,8 @@ runs unchanged on CPU tensors, which is how it is tested without a GPU. Conventi
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import cv2
 import numpy as np
@@ -326,37 +324,3 @@ def face_region(
     x1 = max(min(w, math.ceil(pts[:, 0].max()) + margin + 1), x0 + 1)
     y1 = max(min(h, math.ceil(pts[:, 1].max()) + margin + 1), y0 + 1)
     return x0, y0, x1, y1
-
-
-class StageClock:
-    """Per-stage times of one frame: CUDA events on ``stream`` (read after the frame's final sync), or
-    wall-clock when ``stream`` is None. ``keys``: the stages that may be timed. Reused frame after frame
-    by one thread."""
-
-    def __init__(self, keys: Sequence[str], stream: Any | None) -> None:
-        self._stream = stream
-        self._events: dict[str, tuple[Any, Any]] = {}
-        if stream is not None:
-            self._events = {
-                k: (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for k in keys
-            }
-        self._wall: dict[str, list[float]] = {}
-
-    def reset(self) -> None:
-        self._wall = {}
-
-    def start(self, key: str) -> None:
-        if self._stream is not None:
-            self._events[key][0].record(self._stream)
-        self._wall[key] = [time.perf_counter(), math.nan]
-
-    def stop(self, key: str) -> None:
-        if self._stream is not None:
-            self._events[key][1].record(self._stream)
-        self._wall[key][1] = time.perf_counter()
-
-    def read(self) -> dict[str, float]:
-        """Milliseconds per started key; on CUDA only once the stream has passed every stop()."""
-        if self._stream is not None:
-            return {k: float(self._events[k][0].elapsed_time(self._events[k][1])) for k in self._wall}
-        return {k: (t1 - t0) * 1e3 for k, (t0, t1) in self._wall.items()}

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from stream.app import StreamConfig, default_output, smoother_for_crop
+from stream.app import StreamConfig, default_output
+from stream.restore.build import smoother_for_crop
 from stream.restore.smoother import SmootherConfig
 
 

@@ -1,4 +1,4 @@
-"""End to end through FrameProcessor with real (tiny) ONNX networks run by onnxruntime.
+"""End to end through FrameProcessor with real (tiny) ONNX networks run by onnxruntime, on both op sets.
 
 The networks are built here with onnx.helper: a "detector" that calls saturated green pixels occluded
 (a 1x1 convolution + sigmoid) and a "generator" that fills the hole with a skin tone. Face detection is
@@ -9,7 +9,7 @@ image ships with the repository; one test runs real YuNet on assets/demo.mp4 onc
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,10 @@ from engines.base import METADATA_KEY, Engine, ModelInfo, TensorSpec, check_feed
 from engines.crop import Alignment, estimate_alignment, template
 from engines.face_detect import FaceDetection
 from stream.faces.front_end import FaceFrontEnd, crop_within_frame
-from stream.restore.processor import TIMING_KEYS, EngineOutputError, FrameProcessor, ProcessorConfig
+from stream.restore.config import TIMING_KEYS, ProcessorConfig
+from stream.restore.numpy_ops import NumpyOps
+from stream.restore.ops import EngineOutputError, FrameOps
+from stream.restore.processor import FrameProcessor
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -178,23 +181,37 @@ def frame() -> np.ndarray:
     return bgr
 
 
-def processor(detector, engines, **config) -> FrameProcessor:
+@pytest.fixture(params=["numpy", "torch"])
+def make_ops(request) -> Callable[[ProcessorConfig], FrameOps]:
+    """Every processor test runs on both op sets (the torch one on CPU tensors): one flow, two op sets."""
+    if request.param == "numpy":
+        return NumpyOps
+    pytest.importorskip("torch")
+    from stream.restore.torch_frame_ops import TorchOps
+
+    return lambda config: TorchOps(config, "cpu")
+
+
+def processor(detector, engines, make_ops, **config) -> FrameProcessor:
     det, gen = engines
-    return FrameProcessor.build(detector, det, gen, ProcessorConfig(**config))
+    cfg = ProcessorConfig(**config)
+    return FrameProcessor.build(detector, det, gen, make_ops(cfg), cfg)
 
 
 def test_test_engines_satisfy_the_protocol(engines) -> None:
     assert all(isinstance(e, Engine) for e in engines)
 
 
-def test_occluded_face_is_restored_and_everything_else_is_untouched(frame, fresh) -> None:
-    proc = processor(ScriptedDetector.same(face(*FACE_A), face(*FACE_B)), fresh)
+def test_occluded_face_is_restored_and_everything_else_is_untouched(frame, fresh, make_ops) -> None:
+    proc = processor(ScriptedDetector.same(face(*FACE_A), face(*FACE_B)), fresh, make_ops)
     before = frame.copy()
     for _ in range(3):
         out, report = proc.process(frame)
     assert np.array_equal(frame, before), "the input frame must never be modified"
     assert (report.faces, report.masked_faces, report.skipped_faces) == (2, 1, 0)
-    assert set(report.timings_ms) == set(TIMING_KEYS) and all(v >= 0 for v in report.timings_ms.values())
+    assert set(TIMING_KEYS) <= set(report.timings_ms) == set(proc.ops.timing_keys) and all(
+        v >= 0 for v in report.timings_ms.values()
+    )
     det, gen = fresh
     assert det.batches == [2, 2, 2], "both faces go through the detector in one call per frame"
     assert gen.batches == [1, 1, 1], "only the occluded face goes through the generator"
@@ -211,7 +228,7 @@ def test_occluded_face_is_restored_and_everything_else_is_untouched(frame, fresh
     assert changed.any() and not np.any(changed & ~allowed)
 
 
-def test_identity_restoration_reproduces_the_frame(engines, tmp_path) -> None:
+def test_identity_restoration_reproduces_the_frame(engines, make_ops, tmp_path) -> None:
     """Geometry and colour order end to end: crop -> networks -> paste back with an identity generator
     must give the input back (a smooth, all-"occluded" frame so resampling loses nothing visible)."""
     yy, xx = np.mgrid[:H, :W].astype(np.float32)
@@ -220,11 +237,9 @@ def test_identity_restoration_reproduces_the_frame(engines, tmp_path) -> None:
     ).astype(np.uint8)  # BGR: strongly green everywhere, channels all different
     det, _ = engines
     identity = OrtTestEngine(build_identity_generator_onnx(tmp_path / "id.onnx", S))
+    cfg = ProcessorConfig(min_face_px=0)
     proc = FrameProcessor.build(
-        ScriptedDetector.same(face(*FACE_A), face(W - 20, 60, 90)),
-        det,
-        identity,
-        ProcessorConfig(min_face_px=0),
+        ScriptedDetector.same(face(*FACE_A), face(W - 20, 60, 90)), det, identity, make_ops(cfg), cfg
     )
     out, report = proc.process(smooth)
     assert report.masked_faces == 2
@@ -233,8 +248,8 @@ def test_identity_restoration_reproduces_the_frame(engines, tmp_path) -> None:
     assert diff.max() <= 3, f"round trip error {diff.max()} levels"
 
 
-def test_no_faces_returns_the_frame_itself(frame, fresh, caplog) -> None:
-    proc = processor(ScriptedDetector.same(), fresh)
+def test_no_faces_returns_the_frame_itself(frame, fresh, make_ops, caplog) -> None:
+    proc = processor(ScriptedDetector.same(), fresh, make_ops)
     with caplog.at_level(logging.DEBUG, logger="stream.faces.front_end"):
         for _ in range(3):
             out, report = proc.process(frame)
@@ -246,92 +261,100 @@ def test_no_faces_returns_the_frame_itself(frame, fresh, caplog) -> None:
     assert len([r for r in caplog.records if "no face" in r.getMessage()]) == 1, "logged once per run"
 
 
-def test_unoccluded_faces_skip_the_generator(frame, fresh) -> None:
-    proc = processor(ScriptedDetector.same(face(*FACE_B)), fresh)
+def test_unoccluded_faces_skip_the_generator(frame, fresh, make_ops) -> None:
+    proc = processor(ScriptedDetector.same(face(*FACE_B)), fresh, make_ops)
     out, report = proc.process(frame)
     assert out is frame and (report.faces, report.masked_faces) == (1, 0)
     assert fresh[0].batches == [1] and fresh[1].batches == []
     assert report.timings_ms["restore"] == 0.0 and report.timings_ms["composite"] == 0.0
 
 
-def test_ten_faces_with_max_four_processes_the_four_largest(frame, fresh) -> None:
+def test_ten_faces_with_max_four_processes_the_four_largest(frame, fresh, make_ops) -> None:
     faces = [face(20 + 30 * (i % 10), 40 + 60 * (i // 5), 20 + 2 * i) for i in range(10)]
-    proc = processor(ScriptedDetector.same(*faces), fresh, max_faces=4, min_face_px=0)
+    proc = processor(ScriptedDetector.same(*faces), fresh, make_ops, max_faces=4, min_face_px=0)
     _, report = proc.process(frame)
     assert (report.faces, report.skipped_faces) == (4, 6)
     assert fresh[0].batches == [4]
-    batch = FaceFrontEnd(ScriptedDetector.same(*faces), S, max_faces=4).process(frame)
-    assert sorted(batch.boxes[:, 2].tolist()) == [32.0, 34.0, 36.0, 38.0]
+    located = FaceFrontEnd(ScriptedDetector.same(*faces), S, max_faces=4).locate(frame)
+    assert sorted(located.boxes[:, 2].tolist()) == [32.0, 34.0, 36.0, 38.0]
 
 
-def test_small_faces_are_skipped_and_counted(frame, fresh) -> None:
-    proc = processor(ScriptedDetector.same(face(*FACE_A), face(250, 40, 30)), fresh, min_face_px=40)
+def test_small_faces_are_skipped_and_counted(frame, fresh, make_ops) -> None:
+    proc = processor(ScriptedDetector.same(face(*FACE_A), face(250, 40, 30)), fresh, make_ops, min_face_px=40)
     _, report = proc.process(frame)
     assert (report.faces, report.skipped_faces) == (1, 1)
 
 
-def test_short_detection_dropout_keeps_restoring_the_face(frame, fresh) -> None:
+def test_short_detection_dropout_keeps_restoring_the_face(frame, fresh, make_ops) -> None:
     script = [[face(*FACE_A)]] * 5 + [[]] * 3 + [[face(*FACE_A)]] * 2
-    proc = processor(ScriptedDetector(script), fresh)
+    proc = processor(ScriptedDetector(script), fresh, make_ops)
     reports = [proc.process(frame)[1] for _ in range(len(script))]
     assert all(r.faces == 1 and r.masked_faces == 1 for r in reports), [r.faces for r in reports]
     assert len({r.track_ids for r in reports}) == 1, "the face keeps its id through the dropout"
 
 
-def test_detect_every_runs_the_detector_on_every_kth_frame(frame, fresh) -> None:
+def test_detect_every_runs_the_detector_on_every_kth_frame(frame, fresh, make_ops) -> None:
     detector = ScriptedDetector.same(face(*FACE_A))
-    proc = processor(detector, fresh, detect_every=3)
+    proc = processor(detector, fresh, make_ops, detect_every=3)
     reports = [proc.process(frame)[1] for _ in range(7)]
     assert detector.calls == 3
     assert [r.detected for r in reports] == [True, False, False, True, False, False, True]
     assert all(r.faces == 1 for r in reports)
 
 
-def test_front_end_crops_are_rgb01_nchw(fresh) -> None:
+def test_crops_are_rgb01_nchw(fresh, make_ops) -> None:
     blue_bgr = np.zeros((H, W, 3), np.uint8)
     blue_bgr[..., 0] = 255
-    batch = FaceFrontEnd(ScriptedDetector.same(face(160, 120, 100)), S).process(blue_bgr)
-    assert batch.crops_rgb01.shape == (1, 3, S, S) and batch.crops_rgb01.dtype == np.float32
-    assert np.all(batch.crops_rgb01[0, 2] == 1.0) and np.all(batch.crops_rgb01[0, :2] == 0.0)
+    proc = processor(ScriptedDetector.same(face(160, 120, 100)), fresh, make_ops)
+    staged = proc.locate(blue_bgr)
+    with proc.ops.session(staged):
+        crops, inside = proc.ops.warp_crops(staged)
+    crops = np.asarray(crops)
+    assert crops.shape == (1, 3, S, S) and crops.dtype == np.float32 and inside is None
+    assert np.all(crops[0, 2] == 1.0) and np.all(crops[0, :2] == 0.0)
 
 
-def test_inside_masks_mark_what_came_from_the_frame(frame) -> None:
+def test_inside_masks_mark_what_came_from_the_frame(frame, fresh, make_ops) -> None:
     assert crop_within_frame((H, W), estimate_alignment_for(face(160, 120, 100)))
     edge = face(W - 10, 120, 100)
     assert not crop_within_frame((H, W), estimate_alignment_for(edge))
-    batch = FaceFrontEnd(ScriptedDetector.same(face(160, 120, 100), edge), S).process(frame)
-    inside_ok, valid = batch.inside_masks
-    assert inside_ok is None
-    assert valid is not None and valid.dtype == np.float32 and set(np.unique(valid)) == {0.0, 1.0}
+    proc = processor(ScriptedDetector.same(face(160, 120, 100), edge), fresh, make_ops, min_face_px=0)
+    staged = proc.locate(frame)
+    assert staged.within == (True, False)
+    with proc.ops.session(staged):
+        _, inside = proc.ops.warp_crops(staged)
+    valid = np.asarray(inside)[1]
+    assert valid.dtype == np.float32 and set(np.unique(valid)) == {0.0, 1.0}
     # Every valid crop pixel, with its neighbours, lies inside the frame; and most of the inside is kept.
-    xy = batch.alignments[1].to_image(np.argwhere(valid > 0)[:, ::-1])
+    xy = staged.alignments[1].to_image(np.argwhere(valid > 0)[:, ::-1])
     assert xy[:, 0].max() <= W - 1 - 0.5 and xy[:, 0].min() >= 0
-    all_inside = batch.alignments[1].to_image(np.argwhere(np.ones((S, S)))[:, ::-1])[:, 0] <= W - 1
+    all_inside = staged.alignments[1].to_image(np.argwhere(np.ones((S, S)))[:, ::-1])[:, 0] <= W - 1
     assert valid.sum() > 0.85 * all_inside.sum()
 
 
-def test_reset_starts_a_new_video(frame, fresh) -> None:
-    proc = processor(ScriptedDetector.same(face(*FACE_A)), fresh)
+def test_reset_starts_a_new_video(frame, fresh, make_ops) -> None:
+    proc = processor(ScriptedDetector.same(face(*FACE_A)), fresh, make_ops)
     _, first = proc.process(frame)
     proc.reset()
     _, again = proc.process(frame)
     assert again.track_ids[0] > first.track_ids[0], "ids stay unique across videos"
-    assert proc.smoother.track_ids == {again.track_ids[0]}
+    assert proc.ops.smoother.track_ids == {again.track_ids[0]}
 
 
-def test_mismatched_engines_or_config_are_rejected(tmp_path, fresh) -> None:
+def test_mismatched_engines_or_config_are_rejected(tmp_path, fresh, make_ops) -> None:
     det, gen = fresh
     other = OrtTestEngine(build_detector_onnx(tmp_path / "det32.onnx", 32))
     front = FaceFrontEnd(ScriptedDetector.same(), S, 4, 1, min_face_px=40)
+    ops = make_ops(ProcessorConfig())
     with pytest.raises(ValueError, match="crop_size must equal the front end's 64, got 32"):
-        FrameProcessor(front, other, gen, ProcessorConfig())
+        FrameProcessor(front, other, gen, ops, ProcessorConfig())
     with pytest.raises(ValueError, match="role 'generator'"):
-        FrameProcessor(front, det, det, ProcessorConfig())
+        FrameProcessor(front, det, det, ops, ProcessorConfig())
     with pytest.raises(ValueError, match="must match the config"):
-        FrameProcessor(front, det, gen, ProcessorConfig(max_faces=2))
+        FrameProcessor(front, det, gen, ops, ProcessorConfig(max_faces=2))
 
 
-def test_engine_output_of_the_wrong_shape_is_a_clear_error(frame, fresh) -> None:
+def test_engine_output_of_the_wrong_shape_is_a_clear_error(frame, fresh, make_ops) -> None:
     det, gen = fresh
 
     class HalfMask:
@@ -346,17 +369,20 @@ def test_engine_output_of_the_wrong_shape_is_a_clear_error(frame, fresh) -> None
 
         def close(self) -> None: ...
 
-    proc = FrameProcessor.build(ScriptedDetector.same(face(*FACE_A)), HalfMask(), gen)
+    proc = FrameProcessor.build(
+        ScriptedDetector.same(face(*FACE_A)), HalfMask(), gen, make_ops(ProcessorConfig())
+    )
     with pytest.raises(EngineOutputError, match=r"'mask' must be \(1, 1, 64, 64\)"):
         proc.process(frame)
 
 
-def test_real_yunet_on_demo_clip(engines) -> None:
+def test_real_yunet_on_demo_clip(engines, make_ops) -> None:
     av = pytest.importorskip("av")
     from engines.face_detect import YuNetDetector
 
     det, gen = engines
-    proc = FrameProcessor.build(YuNetDetector(), det, gen, ProcessorConfig(min_face_px=0))
+    cfg = ProcessorConfig(min_face_px=0)
+    proc = FrameProcessor.build(YuNetDetector(), det, gen, make_ops(cfg), cfg)
     reports = []
     with av.open(str(DEMO_CLIP)) as container:
         for i, vf in enumerate(container.decode(video=0)):

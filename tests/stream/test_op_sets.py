@@ -1,7 +1,9 @@
-"""GpuFrameProcessor against the CPU FrameProcessor, and its torch ops against their OpenCV originals.
+"""The two op sets of the per-frame flow against each other: the torch ops (:mod:`stream.restore.torch_ops`,
+:class:`TorchOps`) against their OpenCV originals (:class:`NumpyOps`), op by op and through the one
+:class:`FrameProcessor`.
 
-Everything here runs the GPU processor's code path on CPU tensors (``device="cpu"``); the tests marked
-``gpu`` repeat what matters on CUDA and check what only exists there (streams, pinned memory, overlap).
+Everything here runs the torch op set on CPU tensors (``device="cpu"``); the tests marked ``gpu`` repeat
+what matters on CUDA and check what only exists there (streams, pinned memory, overlap).
 The networks are tiny torch modules exported like the project's exporter does (ONNX + .pt2 + ModelInfo)
 and run by the real engines; face detection is a test double returning known FaceDetection lists.
 """
@@ -31,15 +33,15 @@ from stream.errors import StreamError  # noqa: E402
 from stream.faces.front_end import inside_mask_from_alpha  # noqa: E402
 from stream.pipeline import FunctionStage, Pipeline  # noqa: E402
 from stream.restore import torch_ops as gpu_ops  # noqa: E402
+from stream.restore.build import build_processor  # noqa: E402
 from stream.restore.composite import paste_back  # noqa: E402
-from stream.restore.gpu_processor import (  # noqa: E402
-    GPU_TIMING_KEYS,
-    GpuFrameProcessor,
-    LocateAhead,
-    build_processor,
-)
-from stream.restore.processor import EngineOutputError, FrameProcessor, FrameReport, ProcessorConfig  # noqa: E402
+from stream.restore.config import FrameReport, ProcessorConfig  # noqa: E402
+from stream.restore.numpy_ops import NumpyOps  # noqa: E402
+from stream.restore.ops import STAT_EXTENT, STAT_HOLE_PX, EngineOutputError  # noqa: E402
+from stream.restore.overlap import LocateAhead  # noqa: E402
+from stream.restore.processor import FrameProcessor  # noqa: E402
 from stream.restore.smoother import MaskSmoother, SmootherConfig  # noqa: E402
+from stream.restore.torch_frame_ops import TORCH_TIMING_KEYS, TorchOps  # noqa: E402
 from stream.types import Frame, VideoInfo  # noqa: E402
 
 S = 64
@@ -188,9 +190,16 @@ def pair(
 ) -> tuple[Any, Any]:
     det, gen = engines
     config = ProcessorConfig(min_face_px=0, **cfg)
-    cpu = FrameProcessor.build(ScriptedDetector(script), det, gen, config)
-    dev = GpuFrameProcessor.build(ScriptedDetector(script), det, gen, config, device="cpu")
+    cpu = FrameProcessor.build(ScriptedDetector(script), det, gen, NumpyOps(config), config)
+    dev = torch_processor(ScriptedDetector(script), det, gen, config)
     return cpu, dev
+
+
+def torch_processor(
+    detector: Any, det: Any, gen: Any, config: ProcessorConfig | None = None, device: str = "cpu"
+) -> FrameProcessor:
+    cfg = config or ProcessorConfig()
+    return FrameProcessor.build(detector, det, gen, TorchOps(cfg, device), cfg)
 
 
 def assert_close_frames(out_gpu: np.ndarray, out_cpu: np.ndarray, frame: np.ndarray) -> None:
@@ -274,6 +283,55 @@ def test_torch_smoother_matches_mask_smoother_bit_for_bit(config: SmootherConfig
         assert np.array_equal(got, want), f"frame {t}: {np.abs(got - want).max()}"
         assert dev.track_ids == ref.track_ids
     assert want.max() == 1.0 and 0 < want.mean() < 0.5, "the masks are neither empty nor full"
+
+
+@pytest.mark.parametrize("paste_feather_px", [0, 2])
+def test_the_two_op_sets_agree_op_by_op(paste_feather_px: int) -> None:
+    """Each op of FrameOps on the same inputs: crops and pasted frames within the documented grey level,
+    smoothing, border masks and face statistics bit for bit."""
+    config = ProcessorConfig(min_face_px=0, paste_feather_px=paste_feather_px)
+    frame = make_frame(1)
+    faces = config.front_end(ScriptedDetector([list(FACES)]), S).locate(frame)
+    host, dev = NumpyOps(config), TorchOps(config, "cpu")
+    staged_h, staged_d = host.stage(frame, faces), dev.stage(frame, faces)
+    assert staged_h.within == staged_d.within == (True, False, True)  # largest first: the edge face is 2nd
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[:S, :S]
+    probs = np.stack([((xx - 30) ** 2 + (yy - 36 - 4 * i) ** 2 < 150 + 60 * i) for i in range(3)])
+    probs = (probs * 0.8 + rng.random((3, S, S)) * 0.2).astype(np.float32)[:, None]
+    restored = rng.random((2, 3, S, S)).astype(np.float32)
+    ids = faces.track_ids
+    with host.session(staged_h), dev.session(staged_d):
+        crops_h, inside_h = host.warp_crops(staged_h)
+        crops_d, inside_d = dev.warp_crops(staged_d)
+        diff = np.abs(crops_d.numpy() - crops_h) * 255.0
+        assert diff.max() <= 1.0 + 1e-4 and diff.mean() < 0.1  # bounds of the warp_crops test above
+        assert inside_h is not None and inside_d is not None
+        assert np.array_equal(inside_d.numpy()[1], inside_h[1]) and inside_h[1].min() == 0.0
+        for _ in range(3):  # the smoothers' history, frame after frame
+            masks_h = host.keep_inside(host.smooth(ids, probs), inside_h, staged_h.within)
+            masks_d = dev.keep_inside(dev.smooth(ids, torch.from_numpy(probs)), inside_d, staged_d.within)
+            assert np.array_equal(masks_d.numpy(), masks_h)
+        holes_h, holes_d = masks_h >= 0.5, masks_d >= 0.5
+        stats_h, stats_d = host.face_stats(masks_h, holes_h), dev.face_stats(masks_d, holes_d)
+        assert stats_h.dtype == stats_d.dtype == np.int64 and np.array_equal(stats_d, stats_h)
+        assert np.array_equal(stats_h[:, STAT_HOLE_PX], np.count_nonzero(holes_h.reshape(3, -1), axis=1))
+        rows = np.flatnonzero((masks_h[0] > 0).any(axis=1))
+        assert tuple(stats_h[0, STAT_EXTENT][:2]) == (rows[0], rows[-1])
+        chosen = [0, 1]
+        assert np.array_equal(dev.take(crops_d, chosen).numpy(), crops_d.numpy()[chosen])
+        assert host.take(crops_h, [0, 1, 2]) is crops_h and dev.take(crops_d, [0, 1, 2]) is crops_d
+        hb_h, hb_d = (
+            host.as_hole_batch(host.take(holes_h, chosen)),
+            dev.as_hole_batch(dev.take(holes_d, chosen)),
+        )
+        assert hb_h.shape == (2, 1, S, S) and hb_h.dtype == np.float32 and np.array_equal(hb_d.numpy(), hb_h)
+        out_h = host.paste(staged_h, chosen, restored, host.take(masks_h, chosen), stats_h[chosen])
+        out_d = dev.paste(
+            staged_d, chosen, torch.from_numpy(restored), dev.take(masks_d, chosen), stats_d[chosen]
+        )
+    assert np.count_nonzero(np.any(out_h != frame, axis=2)) > 300, "something was pasted"
+    assert_close_frames(out_d, out_h, frame)
 
 
 @pytest.mark.parametrize("feather", [0, 3])
@@ -367,7 +425,7 @@ def test_report_has_the_gpu_timing_keys(ort_engines) -> None:
     _, dev = pair(ort_engines, [list(FACES)])
     _, report = dev.process(make_frame(0))
     assert isinstance(report, FrameReport)
-    assert set(report.timings_ms) == set(GPU_TIMING_KEYS)
+    assert set(report.timings_ms) == set(TORCH_TIMING_KEYS)
     assert all(v >= 0 for v in report.timings_ms.values())
     assert all(report.timings_ms[k] > 0 for k in ("detect", "align", "mask", "restore", "composite"))
 
@@ -375,8 +433,8 @@ def test_report_has_the_gpu_timing_keys(ort_engines) -> None:
 def test_only_the_faces_rectangle_goes_to_the_device(ort_engines) -> None:
     _, dev = pair(ort_engines, [[FACES[1]]], paste_feather_px=3)
     located = dev.locate(make_frame(0))
-    x0, y0, x1, y1 = located.region
-    assert located.region_dev is not None and tuple(located.region_dev.shape) == (y1 - y0, x1 - x0, 3)
+    x0, y0, x1, y1 = located.prepared.region
+    assert tuple(located.prepared.region_dev.shape) == (y1 - y0, x1 - x0, 3)
     assert (x1 - x0) * (y1 - y0) < 0.5 * H * W
     corners = located.alignments[0].to_image(np.array([[0.0, 0.0], [S, S]]))
     assert x0 < corners[:, 0].min() and x1 > corners[:, 0].max() and y0 < corners[:, 1].min()
@@ -384,7 +442,7 @@ def test_only_the_faces_rectangle_goes_to_the_device(ort_engines) -> None:
 
 def test_warmup_runs_both_engines_at_every_batch_size(exported) -> None:
     det, gen = load(exported, "onnxruntime")
-    proc = GpuFrameProcessor.build(ScriptedDetector([[]]), det, gen, ProcessorConfig(max_faces=3), "cpu")
+    proc = torch_processor(ScriptedDetector([[]]), det, gen, ProcessorConfig(max_faces=3))
     proc.warmup((H, W))
     assert det.warmups == [1, 2, 3] and gen.warmups == [1, 2, 3]
 
@@ -427,21 +485,26 @@ def test_detection_dropout_and_detect_every_follow_the_cpu_front_end(ort_engines
         )
         assert_close_frames(out_gpu, out_cpu, frame)
     dev.reset()
-    assert dev.smoother.track_ids == frozenset()
+    assert dev.ops.smoother.track_ids == frozenset()
 
 
 def test_mismatched_engines_config_or_device_are_rejected(ort_engines) -> None:
     det, gen = ort_engines
     with pytest.raises(ValueError, match="role 'generator'"):
-        GpuFrameProcessor.build(ScriptedDetector([[]]), det, det, device="cpu")
-    dev = GpuFrameProcessor.build(ScriptedDetector([[]]), det, gen, device="cpu")
+        torch_processor(ScriptedDetector([[]]), det, det)
+    dev = torch_processor(ScriptedDetector([[]]), det, gen)
     with pytest.raises(ValueError, match="must match the config"):
-        GpuFrameProcessor(dev.front_end, det, gen, ProcessorConfig(max_faces=2), device="cpu")
+        FrameProcessor(dev.front_end, det, gen, dev.ops, ProcessorConfig(max_faces=2))
     with pytest.raises(ValueError, match="device must be"):
-        GpuFrameProcessor.build(ScriptedDetector([[]]), det, gen, device="mps")
+        TorchOps(ProcessorConfig(), "mps")
     if not CUDA:
-        with pytest.raises(ImportError, match="no CUDA device"):
-            GpuFrameProcessor.build(ScriptedDetector([[]]), det, gen, device="cuda")
+        with pytest.raises(ImportError, match="sees no CUDA device"):
+            TorchOps(ProcessorConfig(), "cuda")
+
+    on_cuda = Recording(det.engine)
+    on_cuda.device = "cuda:0"
+    with pytest.raises(ValueError, match="the detector engine must run on cpu, got 'cuda:0'"):
+        FrameProcessor.build(ScriptedDetector([[]]), on_cuda, gen, NumpyOps(ProcessorConfig()))
 
 
 def test_engine_output_of_the_wrong_shape_is_a_clear_error(ort_engines) -> None:
@@ -451,18 +514,18 @@ def test_engine_output_of_the_wrong_shape_is_a_clear_error(ort_engines) -> None:
         def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
             return {"mask": self.engine.run(feeds)["mask"][..., : S // 2]}
 
-    proc = GpuFrameProcessor.build(ScriptedDetector([[FACES[0]]]), HalfMask(det.engine), gen, device="cpu")
+    proc = torch_processor(ScriptedDetector([[FACES[0]]]), HalfMask(det.engine), gen)
     with pytest.raises(EngineOutputError, match=r"'mask' must be \(1, 1, 64, 64\)"):
         proc.process(make_frame(0))
 
 
 def test_build_processor_picks_by_device_and_logs_it(ort_engines, caplog) -> None:
     det, gen = ort_engines
-    with caplog.at_level(logging.INFO, logger="stream.restore.gpu_processor"):
+    with caplog.at_level(logging.INFO, logger="stream.restore.build"):
         proc = build_processor(ScriptedDetector([[]]), det, gen, ProcessorConfig(), "cpu")
-    assert type(proc) is FrameProcessor
+    assert type(proc.ops) is NumpyOps and not proc.ops.overlaps
     assert [r.getMessage() for r in caplog.records] == [
-        "processor: FrameProcessor on cpu (OpenCV crops and compositing, host arrays)"
+        "processor: numpy ops on cpu (OpenCV crops and compositing, host arrays)"
     ]
     with pytest.raises(ValueError, match="device must be"):
         build_processor(ScriptedDetector([[]]), det, gen, None, "tpu")
@@ -558,8 +621,8 @@ def test_cuda_matches_the_cpu_processor(exported, cuda_engines, monkeypatch, pas
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     cpu_det, cpu_gen = load(exported, "onnxruntime")
     config = ProcessorConfig(min_face_px=0, paste_feather_px=paste_feather_px)
-    cpu = FrameProcessor.build(ScriptedDetector([list(FACES)]), cpu_det, cpu_gen, config)
-    dev = GpuFrameProcessor.build(ScriptedDetector([list(FACES)]), *cuda_engines, config, device="cuda")
+    cpu = FrameProcessor.build(ScriptedDetector([list(FACES)]), cpu_det, cpu_gen, NumpyOps(config), config)
+    dev = torch_processor(ScriptedDetector([list(FACES)]), *cuda_engines, config, device="cuda")
     for i in range(4):
         frame = make_frame(i)
         out_cpu, rep_cpu = cpu.process(frame)
@@ -576,19 +639,22 @@ def test_cuda_matches_the_cpu_processor(exported, cuda_engines, monkeypatch, pas
 @pytest.mark.gpu
 @requires_cuda
 def test_cuda_uses_pinned_buffers_two_streams_and_gpu_timings(cuda_engines) -> None:
-    dev = GpuFrameProcessor.build(
+    dev = torch_processor(
         ScriptedDetector([list(FACES)]), *cuda_engines, ProcessorConfig(min_face_px=0), device="cuda"
     )
-    upload, compute = dev.streams
+    ops = dev.ops
+    assert isinstance(ops, TorchOps) and ops.overlaps
+    upload, compute = ops.streams
     assert upload is not None and compute is not None and upload != compute
     located = dev.locate(make_frame(0))
-    assert located.region_dev is not None and located.region_dev.is_cuda and located.uploaded is not None
-    x0, y0, x1, y1 = located.region
-    assert tuple(located.region_dev.shape) == (y1 - y0, x1 - x0, 3), "only the faces' rectangle is uploaded"
-    assert dev._slots[0].buffer.is_pinned()
+    up = located.prepared
+    assert up.region_dev.is_cuda and up.events is not None
+    x0, y0, x1, y1 = up.region
+    assert tuple(up.region_dev.shape) == (y1 - y0, x1 - x0, 3), "only the faces' rectangle is uploaded"
+    assert ops._slots[0].buffer.is_pinned()
     out, report = dev.restore(located)
-    assert dev._download_buf is not None and dev._download_buf.is_pinned()
-    assert report.masked_faces == 2 and all(report.timings_ms[k] > 0 for k in GPU_TIMING_KEYS)
+    assert ops._download_buf is not None and ops._download_buf.is_pinned()
+    assert report.masked_faces == 2 and all(report.timings_ms[k] > 0 for k in TORCH_TIMING_KEYS)
     assert torch.cuda.current_stream() == torch.cuda.default_stream(), "streams are restored after use"
 
 
@@ -608,7 +674,7 @@ def test_cuda_upload_of_the_next_frame_overlaps_restoration(cuda_engines) -> Non
             sleeping.set()
             return self.engine.run(feeds)
 
-    dev = GpuFrameProcessor.build(
+    dev = torch_processor(
         ScriptedDetector([list(FACES)]),
         det,
         SlowGenerator(gen.engine),
@@ -624,8 +690,10 @@ def test_cuda_upload_of_the_next_frame_overlaps_restoration(cuda_engines) -> Non
     second = dev.locate(make_frame(2))  # while the compute stream sleeps inside frame 1's restoration
     worker.join()
     torch.cuda.synchronize()
-    assert second.uploaded is not None
-    assert second.uploaded[1].elapsed_time(slept) > 0, "frame 2's upload waited for frame 1's restoration"
+    assert second.prepared.events is not None
+    assert second.prepared.events[1].elapsed_time(slept) > 0, (
+        "frame 2's upload waited for frame 1's restoration"
+    )
     _, report = dev.restore(second)
     assert report.masked_faces == 2
 
@@ -635,11 +703,9 @@ def test_cuda_upload_of_the_next_frame_overlaps_restoration(cuda_engines) -> Non
 def test_cuda_locate_ahead_pipeline_gives_the_sequential_result(cuda_engines) -> None:
     frames = [make_frame(i) for i in range(6)]
     config = ProcessorConfig(min_face_px=0)
-    sequential = GpuFrameProcessor.build(ScriptedDetector([list(FACES)]), *cuda_engines, config, "cuda")
+    sequential = torch_processor(ScriptedDetector([list(FACES)]), *cuda_engines, config, "cuda")
     want = [sequential.process(f)[0] for f in frames]
-    ahead = LocateAhead(
-        GpuFrameProcessor.build(ScriptedDetector([list(FACES)]), *cuda_engines, config, "cuda")
-    )
+    ahead = LocateAhead(torch_processor(ScriptedDetector([list(FACES)]), *cuda_engines, config, "cuda"))
     ahead.processor.warmup((H, W))
 
     def restore(frame: Frame) -> Frame:
@@ -657,7 +723,7 @@ def test_cuda_locate_ahead_pipeline_gives_the_sequential_result(cuda_engines) ->
 @pytest.mark.gpu
 @requires_cuda
 def test_build_processor_on_cuda(cuda_engines, caplog) -> None:
-    with caplog.at_level(logging.INFO, logger="stream.restore.gpu_processor"):
+    with caplog.at_level(logging.INFO, logger="stream.restore.build"):
         proc = build_processor(ScriptedDetector([[]]), *cuda_engines, ProcessorConfig(), "cuda")
-    assert isinstance(proc, GpuFrameProcessor) and proc.device == torch.device("cuda", 0)
-    assert any("GpuFrameProcessor on cuda:0" in r.getMessage() for r in caplog.records)
+    assert isinstance(proc.ops, TorchOps) and proc.device == "cuda:0"
+    assert any("torch ops on cuda:0" in r.getMessage() for r in caplog.records)

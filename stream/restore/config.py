@@ -1,0 +1,114 @@
+"""What the per-frame flow is configured with, what it reports, and the checks of its parts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from engines.base import Engine
+from stream.faces.front_end import FaceDetector, FaceFrontEnd
+from stream.faces.tracker import TrackerConfig
+from stream.restore.smoother import SmootherConfig
+
+# The keys every report's ``timings_ms`` has; an op set may add its own (the torch ops: upload, download).
+TIMING_KEYS = ("detect", "align", "mask", "restore", "composite")
+
+
+@dataclass(frozen=True)
+class ProcessorConfig:
+    """What the processing stage does per frame. Mask pixel sizes live in ``smoother`` (crop pixels).
+
+    ``mask_threshold``: smoothed mask value at or above which a pixel is a hole the generator fills
+    (the feathered rim below it is blended, not regenerated). ``min_mask_fraction``: a face whose hole
+    covers less of its crop is passed through untouched. ``paste_feather_px``: extra feathering in
+    frame pixels at paste time (0: the smoother's feather in crop pixels is enough).
+    """
+
+    max_faces: int = 4
+    detect_every: int = 1
+    min_face_px: int = 40
+    mask_threshold: float = 0.5
+    min_mask_fraction: float = 0.002
+    paste_feather_px: int = 0
+    smoother: SmootherConfig = field(default_factory=SmootherConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+
+    def __post_init__(self) -> None:
+        if self.max_faces < 1:
+            raise ValueError(f"max_faces must be >= 1, got {self.max_faces}")
+        if self.detect_every < 1:
+            raise ValueError(f"detect_every must be >= 1, got {self.detect_every}")
+        if self.min_face_px < 0:
+            raise ValueError(f"min_face_px must be >= 0, got {self.min_face_px}")
+        if not 0.0 < self.mask_threshold <= 1.0:
+            raise ValueError(f"mask_threshold must be in (0, 1], got {self.mask_threshold}")
+        if not 0.0 <= self.min_mask_fraction < 1.0:
+            raise ValueError(f"min_mask_fraction must be in [0, 1), got {self.min_mask_fraction}")
+        if self.paste_feather_px < 0:
+            raise ValueError(f"paste_feather_px must be >= 0, got {self.paste_feather_px}")
+
+    def front_end(self, face_detector: FaceDetector, crop_size: int) -> FaceFrontEnd:
+        """A new front end with this config's face limits and tracker, making ``crop_size`` crops."""
+        return FaceFrontEnd(
+            face_detector,
+            crop_size,
+            self.max_faces,
+            self.detect_every,
+            min_face_px=self.min_face_px,
+            tracker_config=self.tracker,
+        )
+
+
+@dataclass(frozen=True)
+class FrameReport:
+    """What happened to one frame. ``faces``: faces sent to the networks; ``skipped_faces``: tracked but
+    not processed (over ``max_faces``, too small); ``masked_faces``: faces restored and pasted.
+    ``timings_ms`` has every key of :data:`TIMING_KEYS` (0.0 for a step that did not run): ``detect`` =
+    face detector + tracker, ``align`` = alignment and crops, ``mask`` = detector network + smoothing,
+    ``restore`` = generator network, ``composite`` = frame copy + paste back; a processor may add keys of
+    its own (the torch ops add ``upload`` and ``download``). ``detected``: whether the face detector ran
+    on this frame (see ``detect_every``)."""
+
+    faces: int
+    skipped_faces: int
+    masked_faces: int
+    timings_ms: Mapping[str, float]
+    track_ids: tuple[int, ...] = ()
+    detected: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.masked_faces <= self.faces or self.skipped_faces < 0:
+            raise ValueError(
+                f"need 0 <= masked_faces <= faces and skipped_faces >= 0, got masked={self.masked_faces} "
+                f"faces={self.faces} skipped={self.skipped_faces}"
+            )
+        if not set(TIMING_KEYS) <= set(self.timings_ms):
+            raise ValueError(
+                f"timings_ms must have (at least) keys {TIMING_KEYS}, got {tuple(self.timings_ms)}"
+            )
+
+
+def check_engine(engine: Engine, role: str, crop_size: int) -> None:
+    """Raise ValueError unless ``engine`` carries ``role`` ("detector" or "generator") and ``crop_size``."""
+    info = engine.info
+    if info.role != role:
+        raise ValueError(f"the {role} engine must carry role {role!r}, got {info.role!r}")
+    if info.crop_size != crop_size:
+        raise ValueError(
+            f"the {role} engine's crop_size must equal the front end's {crop_size}, got {info.crop_size}"
+        )
+
+
+def check_processor_parts(
+    front_end: FaceFrontEnd, detector_engine: Engine, generator_engine: Engine, config: ProcessorConfig
+) -> None:
+    """Raise ValueError unless ``front_end`` has ``config``'s face limits and both engines carry their
+    role and the front end's crop size (what every frame processor checks on construction)."""
+    got = (front_end.max_faces, front_end.detect_every, front_end.min_face_px)
+    want = (config.max_faces, config.detect_every, config.min_face_px)
+    if got != want:
+        raise ValueError(
+            f"front end (max_faces, detect_every, min_face_px) must match the config {want}, got {got}"
+        )
+    check_engine(detector_engine, "detector", front_end.crop_size)
+    check_engine(generator_engine, "generator", front_end.crop_size)
