@@ -6,8 +6,9 @@ Tensor contract of the exported networks (all NCHW float32 unless an engine was 
 - generator: inputs ``image`` (N, 3, S, S) RGB in [0, 1] and ``mask`` (N, 1, S, S) in [0, 1]
   (1 = pixel to restore)  ->  output ``restored`` (N, 3, S, S) RGB in [0, 1] for the whole crop; the
   caller blends it inside the mask.
-- segmenter: input ``image`` (N, 3, S, S) RGB in [0, 1]  ->  output ``face`` (N, 1, S, S) visible-face
-  probability in [0, 1] (1 = the face itself, not an occluder or background; paper 003).
+- segmenter: input ``image`` (N, 3, S, S) RGB in [0, 1]  ->  outputs ``face`` (N, 1, S, S) visible-face
+  probability in [0, 1] (1 = the face itself, not an occluder or background; paper 003) and ``region``
+  (N, 1, S, S) whole-face probability (occluded or not); occlusion = region minus face.
 S is ``ModelInfo.crop_size``: the canonical crop of :mod:`engines.crop`.
 """
 
@@ -162,11 +163,3 @@ def feeds_as_torch(feeds: Mapping[str, Any], device: str) -> bool:
         if str(tensor.device) != device:
             raise ShapeError(f"input {name!r} is on {tensor.device}, this engine runs on {device}")
     return True
-
-
-def parse_device(device: str) -> tuple[str, int]:
-    """``"cpu"`` -> ("cpu", 0); ``"cuda"`` / ``"cuda:1"`` -> ("cuda", index). Anything else is a ValueError."""
-    kind, _, index = device.partition(":")
-    if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index):
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-    return kind, int(index or 0)

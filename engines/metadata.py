@@ -24,10 +24,10 @@ from typing import Any
 
 from engines.base import METADATA_KEY, ModelInfo, TensorSpec
 from engines.errors import EngineMismatchError, ModelLoadError
+from engines.runtime import PRECISIONS
 
 ENGINE_MAGIC = b"DEOCCENG"
 HEADER_FORMAT_VERSION = 1
-PRECISIONS = ("fp32", "fp16")
 PT2_EXTRA_FILE = f"{METADATA_KEY}.json"
 _LENGTH = struct.Struct("<I")
 # A header is a few hundred bytes; a larger length means the file is not ours or is corrupt.
@@ -42,7 +42,7 @@ _ROLE_INPUTS: dict[str, tuple[tuple[str, int], ...]] = {
 _ROLE_OUTPUTS: dict[str, tuple[tuple[str, int], ...]] = {
     "detector": (("mask", 1),),
     "generator": (("restored", 3),),
-    "segmenter": (("face", 1),),
+    "segmenter": (("face", 1), ("region", 1)),
 }
 
 

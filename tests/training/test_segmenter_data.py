@@ -71,11 +71,13 @@ def test_stream_is_a_pure_function_of_the_index_and_has_bare_faces() -> None:
     faces = synthetic_face_set(3, 64)
     stream = SegmentationStream([faces], SegmentationSynthesis(bare_prob=0.5), AugmentConfig(), seed=1)
     a, b = stream[17], stream[17]
-    assert a["image"].shape == (3, 64, 64) and a["visible"].shape == (1, 64, 64)
-    assert (a["image"] == b["image"]).all() and (a["visible"] == b["visible"]).all()
+    assert a["image"].shape == (3, 64, 64) and a["target"].shape == (2, 64, 64)
+    assert (a["image"] == b["image"]).all() and (a["target"][0:1] == b["target"][0:1]).all()
+    # Visible face lies inside the region, which got the same warp (up to the blur's soft edges).
+    assert float((a["target"][0] - a["target"][1]).max()) < 0.05
     assert not (stream[17]["image"] == stream[18]["image"]).all()
     full = [
-        bool((stream[k]["visible"] > 0.5).sum() >= 0.97 * (faces.regions > 0.5).sum(axis=(1, 2)).min())
+        bool((stream[k]["target"][0:1] > 0.5).sum() >= 0.97 * (faces.regions > 0.5).sum(axis=(1, 2)).min())
         for k in range(40)
     ]
     assert 5 <= sum(full) <= 35  # bare faces are a large share, but not all

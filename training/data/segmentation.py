@@ -6,16 +6,18 @@ A sample is a clean canonical crop with its whole-face region (face-mesh oval of
 
 - ``visible_f32`` = region x (1 - occluder alpha): the face pixels the camera still sees (the target);
 - ``occluder_f32``: the occluder's alpha over the whole crop (straps and handles included);
-- ``region_f32``: the whole-face region; the true occlusion mask of Eq. 1 is region x occluder.
+- ``region_f32``: the whole-face region (the segmenter's second output learns it from the occluded
+  crop); the true occlusion mask of Eq. 1 is region x occluder.
 
 A share ``bare_prob`` of the samples has no occluder at all (label: the whole region visible), because
 the product must leave bare faces untouched; a share of those get a synthetic cast shadow instead,
 which is face, not occluder. Training augmentation (:func:`training.data.augment.augment_pair`) warps
-and blurs the visible label with the images.
+and blurs both labels with the images.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -176,17 +178,25 @@ def make_sample(
 
 def augment_sample(
     clean_rgb_u8: np.ndarray, sample: SegSample, rng: np.random.Generator, config: AugmentConfig
-) -> tuple[np.ndarray, np.ndarray]:
-    """(occluded image (S, S, 3) uint8 RGB, visible label (S, S) float32) after augmentation."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(occluded image (S, S, 3) uint8 RGB, visible label, region label (S, S) float32) after augmentation.
+
+    Why two calls: :func:`augment_pair` carries one mask; a copy of the generator taken before the first
+    call makes the second draw the same parameters, so the region gets exactly the same warp and blur.
+    """
+    twin = copy.deepcopy(rng)
     _, image, visible = augment_pair(clean_rgb_u8, sample.image_rgb_u8, sample.visible_f32, rng, config)
-    return image, visible
+    _, _, region = augment_pair(clean_rgb_u8, sample.image_rgb_u8, sample.region_f32, twin, config)
+    return image, visible, region
 
 
-def to_tensors(image_rgb_u8: np.ndarray, visible_f32: np.ndarray) -> dict[str, torch.Tensor]:
-    """``image`` (3, S, S) float32 rgb01 and ``visible`` (1, S, S) float32 in [0, 1]."""
+def to_tensors(
+    image_rgb_u8: np.ndarray, visible_f32: np.ndarray, region_f32: np.ndarray
+) -> dict[str, torch.Tensor]:
+    """``image`` (3, S, S) float32 rgb01 and ``target`` (2, S, S) float32 in [0, 1]: visible face, region."""
     return {
         "image": torch.from_numpy(np.ascontiguousarray(image_rgb_u8.transpose(2, 0, 1), np.float32) / 255.0),
-        "visible": torch.from_numpy(np.ascontiguousarray(visible_f32, np.float32)[None]),
+        "target": torch.from_numpy(np.ascontiguousarray(np.stack([visible_f32, region_f32]), np.float32)),
     }
 
 
@@ -226,7 +236,7 @@ class SegmentationStream(Dataset[dict[str, torch.Tensor]]):
         i = int(rng.integers(len(fs)))
         sample = make_sample(fs.rgb_u8[i], fs.regions[i], fs.landmarks5[i], rng, self.synthesis)
         if self.augment is None:
-            return to_tensors(sample.image_rgb_u8, sample.visible_f32)
+            return to_tensors(sample.image_rgb_u8, sample.visible_f32, sample.region_f32)
         return to_tensors(*augment_sample(fs.rgb_u8[i], sample, rng, self.augment))
 
 

@@ -1,9 +1,18 @@
 """Visible-face segmentation U-Net (paper 003, section 3.2) with an ImageNet MobileNetV2 encoder.
 
 Input ``image_rgb01`` (N, 3, S, S) float32 RGB in [0, 1] (the canonical crop of :mod:`engines.crop`);
-output logits (N, 1, S, S): sigmoid(logit) is the probability that a pixel shows the face itself
-(skin, eyes, brows, lips) and not an occluder or the background. The occlusion mask is the face region
-minus this visible face (paper 003, Eq. 1).
+output logits (N, 2, S, S):
+
+- channel 0 (``face``): sigmoid(logit) is the probability that a pixel shows the face itself (skin,
+  eyes, brows, lips) and not an occluder or the background;
+- channel 1 (``region``): the probability that a pixel lies inside the WHOLE face (the face-mesh oval
+  of the clean face), occluded or not: the "learned whole-face hull" of issue 12. Why a second
+  channel: the face mesh run on an occluded crop guesses the chin and jaw under a scarf or a mask and
+  pulls them in (measured: a scarf's occlusion-mask IoU falls from 0.82 with the clean region to 0.51
+  with the mesh of the occluded crop), while the network sees the same crop and learns the clean
+  oval directly. It costs one more 1x1 output channel.
+
+The occlusion mask is region minus visible face (paper 003, Eq. 1; :mod:`engines.occlusion_mask`).
 
 Choices, against the paper's ResNet18 U-Net:
 
@@ -43,6 +52,8 @@ _MNV2_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6
 # features indices whose outputs feed the decoder: stride 2 (16 ch), 4 (24 ch), 8 (32 ch), 16 (96 ch).
 _TAPS = (1, 3, 6, 13)
 _TAP_CHANNELS = (16, 24, 32, 96)
+# Output channels: 0 = visible face, 1 = whole-face region.
+OUTPUT_CHANNELS = 2
 
 
 @dataclass(frozen=True)
@@ -65,7 +76,7 @@ def _conv_bn_relu(in_ch: int, out_ch: int) -> nn.Sequential:
 
 
 class VisibleFaceSegmenter(nn.Module):
-    """MobileNetV2 (to stride 16) U-Net: (N, 3, S, S) rgb01 -> (N, 1, S, S) visible-face logits.
+    """MobileNetV2 (to stride 16) U-Net: (N, 3, S, S) rgb01 -> (N, 2, S, S) logits (visible face, region).
 
     S must be a multiple of 16.
     """
@@ -87,12 +98,12 @@ class VisibleFaceSegmenter(nn.Module):
         self.up8 = _conv_bn_relu(_TAP_CHANNELS[3] + _TAP_CHANNELS[2], d8)
         self.up4 = _conv_bn_relu(d8 + _TAP_CHANNELS[1], d4)
         self.up2 = _conv_bn_relu(d4 + _TAP_CHANNELS[0], d2)
-        self.head = nn.Conv2d(d2, 1, 1)
+        self.head = nn.Conv2d(d2, OUTPUT_CHANNELS, 1)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).reshape(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).reshape(1, 3, 1, 1), persistent=False)
 
     def forward(self, image_rgb01: torch.Tensor) -> torch.Tensor:
-        """(N, 3, S, S) float32 RGB in [0, 1] -> (N, 1, S, S) float32 logits (S % 16 == 0)."""
+        """(N, 3, S, S) float32 RGB in [0, 1] -> (N, 2, S, S) float32 logits (S % 16 == 0)."""
         x = (image_rgb01 - self.mean) / self.std
         skips: list[torch.Tensor] = []
         for i, layer in enumerate(self.features):
@@ -106,7 +117,7 @@ class VisibleFaceSegmenter(nn.Module):
         return F.interpolate(self.head(x), size=image_rgb01.shape[-2:], mode="bilinear", align_corners=False)
 
     def probabilities(self, image_rgb01: torch.Tensor) -> torch.Tensor:
-        """(N, 1, S, S) visible-face probability in [0, 1]; what the exported ``face`` output carries."""
+        """(N, 2, S, S) probabilities in [0, 1]: channel 0 the exported ``face`` output, 1 ``region``."""
         return torch.sigmoid(self.forward(image_rgb01))
 
     def load_imagenet(self, path: str | Path | None = None) -> str:
@@ -132,6 +143,20 @@ class VisibleFaceSegmenter(nn.Module):
             picked[key] = state[full]
         self.features.load_state_dict(picked, strict=True)
         return f"mobilenet_v2 features[:14] (ImageNet, {source.name})"
+
+
+def load_weights(model: VisibleFaceSegmenter, state: Mapping[str, torch.Tensor]) -> str:
+    """Load a state dict; a one-channel head (an earlier visible-only checkpoint) initialises both
+    output channels from its single channel. Returns what was done, for the log."""
+    state = dict(state)
+    head_w, head_b = state.get("head.weight"), state.get("head.bias")
+    if head_w is not None and head_b is not None and head_w.shape[0] == 1 and OUTPUT_CHANNELS != 1:
+        state["head.weight"] = head_w.repeat(OUTPUT_CHANNELS, 1, 1, 1)
+        state["head.bias"] = head_b.repeat(OUTPUT_CHANNELS)
+        model.load_state_dict(state)
+        return "weights loaded; the one-channel head was copied to both outputs"
+    model.load_state_dict(state)
+    return "weights loaded"
 
 
 def _up(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
