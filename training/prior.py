@@ -229,11 +229,21 @@ def build_prior(config: PriorBuildConfig) -> tuple[PriorModel, dict[str, object]
 
 
 def fit_model(
-    crops: Sequence[np.ndarray], shapes: np.ndarray, config: PriorBuildConfig, record: dict[str, object]
+    crops: Sequence[np.ndarray],
+    shapes: np.ndarray,
+    config: PriorBuildConfig,
+    record: dict[str, object],
+    *,
+    mirror: np.ndarray | None = None,
 ) -> tuple[PriorModel, dict[str, object]]:
-    """The PCA models of (N, 256, 256, 3) uint8 RGB crops and their (N, 468, 2) normalised meshes."""
+    """The PCA models of (N, S, S, 3) uint8 RGB crops and their (N, 468, 2) normalised meshes.
+
+    ``mirror`` (468,): the left/right correspondence; None derives it from ``shapes`` (which needs many
+    faces whose mean is near-frontal, see :func:`mirror_permutation`).
+    """
     crops = list(crops)
-    mirror = mirror_permutation(shapes, facemesh.tessellation_triangles())
+    if mirror is None:
+        mirror = mirror_permutation(shapes, facemesh.tessellation_triangles())
     flipped_crops = [np.ascontiguousarray(c[:, ::-1]) for c in crops]
     flipped_shapes = shapes[:, mirror].copy()
     flipped_shapes[:, :, 0] = 1.0 - flipped_shapes[:, :, 0]
@@ -284,7 +294,7 @@ def fit_model(
         "built": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "git_revision": _git_revision(),
         "command": "python -m training.prior " + " ".join(f"--manifest {m}" for m in config.manifests),
-        "build_crop": BUILD_CROP,
+        "build_crop": int(crops[0].shape[0]),
         "faces": len(crops),
         "samples": len(textures),
         "colour_variants": config.colour_variants,

@@ -35,6 +35,7 @@ import numpy as np
 from engines import facemesh
 from engines.errors import EngineError
 from engines.prior.fit import PriorFitter
+from engines.prior.memory import IdentityMemory
 from engines.prior.model import load_prior
 from engines.prior.render import blend_prior, render_prior
 from training import metrics
@@ -43,7 +44,7 @@ from training.identity import IdentityEmbedder, cosine
 log = logging.getLogger("training.prior_eval")
 
 REPO = Path(__file__).resolve().parent.parent
-METHODS = ("masked_input", "telea", "navier_stokes", "generator", "prior_no_seam", "prior")
+METHODS = ("masked_input", "telea", "navier_stokes", "generator", "prior_no_seam", "prior", "prior_reference")
 GRID_COLUMNS = ("masked", "Telea", "generator", "prior", "clean")
 PSNR_CAP_DB = 100.0
 
@@ -165,11 +166,16 @@ def evaluate_dataset(
     times: dict[str, list[float]] = {"mesh": [], "fit": [], "render": [], "blend": []}
     no_mesh = 0
     size = 0
+    triples = _triples(dataset, limit)
+    people = [_person(a.name) for a, _, _ in triples]
     with facemesh.FaceMesh(facemesh.FaceMeshConfig(static_image_mode=True)) as mesh:
-        for a_path, b_path, m_path in _triples(dataset, limit):
+        for i, (a_path, b_path, m_path) in enumerate(triples):
             masked_u8, clean_u8 = _read_rgb_u8(a_path), _read_rgb_u8(b_path)
             size = masked_u8.shape[0]
-            gt_soft = cv2.imread(str(m_path), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
+            mask_u8 = cv2.imread(str(m_path), cv2.IMREAD_GRAYSCALE)
+            if mask_u8 is None:
+                raise OSError(f"cannot read mask {m_path}")
+            gt_soft = mask_u8.astype(np.float32) / 255.0
             gt = gt_soft >= metrics.MASK_THRESHOLD
             region = _grow(gt, round(3 * size / 128))
             x = masked_u8.astype(np.float32) / 255.0
@@ -199,6 +205,9 @@ def evaluate_dataset(
                 outputs["prior_no_seam"] = blend_prior(x, rendered, region, seam_correction=False)
                 for k, v in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
                     times[k].append(1e3 * v)
+                ref = _reference_output(i, triples, people, mesh, fitter, x, masked_u8, region, lms)
+                if ref is not None:
+                    outputs["prior_reference"] = ref
             record: dict[str, Any] = {"name": a_path.name, "mesh": lms is not None}
             record["methods"] = {k: _score(v, clean, gt) for k, v in outputs.items()}
             if embedder is not None:
@@ -208,19 +217,63 @@ def evaluate_dataset(
             per_image.append(record)
             if len(grid) < 8:
                 grid.append([x, telea, outputs.get("generator", telea), outputs["prior"], clean])
-    methods = [m for m in METHODS if m in per_image[0]["methods"]]
+    methods = [m for m in METHODS if m in per_image[0]["methods"] and m != "prior_reference"]
     keys = ("psnr_mask", "psnr", "ssim", "id_cosine")
     summary = {m: {k: _mean([r["methods"][m].get(k) for r in per_image]) for k in keys} for m in methods}
+    with_ref = [r for r in per_image if "prior_reference" in r["methods"]]
+    reference = {
+        "what": "faces whose person has another image in the set: that clean image is the reference photo",
+        "count": len(with_ref),
+        "methods": {
+            m: {k: _mean([r["methods"][m].get(k) for r in with_ref]) for k in keys}
+            for m in ("masked_input", "telea", "prior", "prior_reference")
+        }
+        if with_ref
+        else {},
+    }
     report = {
         "dataset": str(dataset),
         "crop_size": size,
         "count": len(per_image),
         "no_mesh": no_mesh,
         "methods": summary,
+        "identity_memory": reference,
         "ms_per_face_median": {k: float(np.median(v)) if v else None for k, v in times.items()},
         "per_image": per_image,
     }
     return report, grid
+
+
+def _person(name: str) -> str:
+    """The person slug of a ``training.data.build`` file name (``00012_<person>.png``)."""
+    stem = Path(name).stem
+    return stem.split("_", 1)[1] if "_" in stem else stem
+
+
+def _reference_output(
+    i: int,
+    triples: Sequence[tuple[Path, Path, Path]],
+    people: Sequence[str],
+    mesh: facemesh.FaceMesh,
+    fitter: PriorFitter,
+    x: np.ndarray,
+    masked_u8: np.ndarray,
+    region: np.ndarray,
+    lms: np.ndarray,
+) -> np.ndarray | None:
+    """The prior with identity memory loaded from another clean image of the same person, or None."""
+    others = [j for j in range(len(triples)) if j != i and people[j] == people[i]]
+    if not others:
+        return None
+    ref_u8 = _read_rgb_u8(triples[others[0]][1])
+    ref_lms = mesh.landmarks(ref_u8)
+    if ref_lms is None:
+        return None
+    memory = IdentityMemory(fitter)
+    memory.load_reference(ref_u8, ref_lms)
+    fit = fitter.fit(masked_u8, region, lms, texture_prior=memory.texture_prior())
+    rendered = render_prior(fitter, fit, x.shape[0], texture_rgb01=memory.texture_for(fit))
+    return blend_prior(x, rendered, region)
 
 
 def write_grid(path: Path, rows: Sequence[Sequence[np.ndarray]], tile: int = 192) -> None:
@@ -235,8 +288,10 @@ def write_grid(path: Path, rows: Sequence[Sequence[np.ndarray]], tile: int = 192
         for c, img in enumerate(row):
             u8 = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
             interp = cv2.INTER_AREA if u8.shape[0] > tile else cv2.INTER_CUBIC
-            u8 = cv2.resize(u8, (tile, tile), interpolation=interp)
-            canvas[header + r * tile : header + (r + 1) * tile, c * tile : (c + 1) * tile] = u8[..., ::-1]
+            resized = cv2.resize(u8, (tile, tile), interpolation=interp)
+            canvas[header + r * tile : header + (r + 1) * tile, c * tile : (c + 1) * tile] = resized[
+                ..., ::-1
+            ]
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), canvas):
         raise OSError(f"cannot write {path}")
@@ -288,7 +343,7 @@ def evaluate(config: PriorEvalConfig) -> dict[str, Any]:
             "identity_model": None if embedder is None else embedder.model_path.name,
             "region": "true face-mask >= 0.5 grown by round(3 * S / 128) px; out * region + input * (1 - region)",
             "metrics": "psnr_mask: dB inside the true mask; psnr, ssim: whole crop; id_cosine: SFace to the clean crop",
-            "device": "CPU, one thread (OMP_NUM_THREADS=%s)" % os.environ.get("OMP_NUM_THREADS", "unset"),
+            "device": f"CPU (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})",
             "grid": {
                 "path": str(grid_path),
                 "columns": list(GRID_COLUMNS),

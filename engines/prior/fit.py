@@ -180,7 +180,7 @@ class PriorFitter:
     def sample(
         self, crop_rgb_u8: np.ndarray, occlusion_f32: np.ndarray, vertices_uv: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """((P, 3) float32 rgb01 texture, (P,) float32 visibility in [0, 1]) of the crop in the texture frame."""
+        """((P, 3) float32 rgb01 texture, (P,) float32 visibility in {0, 1}) of the crop in the texture frame."""
         s = _check_crop(crop_rgb_u8, occlusion_f32)
         t = self.model.tex_size
         small = cv2.resize(crop_rgb_u8, (t, t), interpolation=cv2.INTER_AREA)
@@ -190,7 +190,10 @@ class PriorFitter:
         tex = cv2.remap(small, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[0]
         hidden = cv2.remap(occ, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=1.0)[0]
         del s
-        return tex.astype(np.float32) / 255.0, np.clip(1.0 - hidden, 0.0, 1.0).astype(np.float32)
+        # Area resize and bilinear sampling both spread a pixel into its neighbours; a sample is visible
+        # only if no occluded pixel contributes to it, so occluder colour cannot leak into the fit.
+        visible = (hidden <= 1e-3).astype(np.float32)
+        return tex.astype(np.float32) / 255.0, visible
 
     def fit_texture(
         self,
