@@ -9,6 +9,7 @@ yields an empty mask and stays untouched. Pure numpy + OpenCV, (S, S) arrays of 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -70,3 +71,22 @@ def occlusion_mask(
     if grow > 0 and out.any():
         out = np.asarray(cv2.dilate(out, _disc(grow)), np.uint8)
     return out
+
+
+def segment_occlusions(
+    engine: Any, image_rgb01: np.ndarray, config: OcclusionMaskConfig | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run a segmenter engine (role "segmenter") on a batch of canonical crops and apply Eq. 1.
+
+    ``image_rgb01``: (N, 3, S, S) float32 RGB in [0, 1] (host numpy). Returns (occlusion (N, S, S) uint8
+    {0, 1}, visible-face share of the region (N,) float32). The region is the network's own learned
+    whole-face output; pass a face-mesh region to :func:`occlusion_mask` directly to use that instead.
+    """
+    if engine.info.role != "segmenter":
+        raise ValueError(f"engine must be a segmenter, got role {engine.info.role!r}")
+    out = engine.run({"image": image_rgb01})
+    face, region = np.asarray(out["face"])[:, 0], np.asarray(out["region"])[:, 0]
+    masks = np.stack([occlusion_mask(f, r, config) for f, r in zip(face, region, strict=True)])
+    inside = (region > 0.5).reshape(len(region), -1)
+    visible = ((face > 0.5).reshape(len(face), -1) & inside).sum(1) / np.maximum(inside.sum(1), 1)
+    return masks.astype(np.uint8), visible.astype(np.float32)

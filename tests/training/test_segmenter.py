@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 
+from engines.occlusion_mask import segment_occlusions
 from engines.onnxruntime_engine import OnnxRuntimeEngine
 from tests.training.segmenter_fixtures import synthetic_face_set
 from training.export_segmenter import export_segmenter
@@ -125,6 +126,10 @@ def test_training_resumes_exactly_and_exports_through_engines(tmp_path: Path) ->
         expected = model.eval().probabilities(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(out["face"], expected[:, 0:1], atol=1e-4)
     np.testing.assert_allclose(out["region"], expected[:, 1:2], atol=1e-4)
+    masks, visible_share = segment_occlusions(engine, x)
+    assert masks.shape == (2, 64, 64) and masks.dtype == np.uint8 and visible_share.shape == (2,)
+    with pytest.raises(ValueError, match="segmenter"):
+        segment_occlusions(OnnxRuntimeEngine(REPO / "models" / "small" / "detector.onnx"), x)
 
 
 def test_bad_config_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
