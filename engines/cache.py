@@ -13,12 +13,19 @@ a file, and a new GPU or TensorRT version starts a fresh directory instead of tr
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
-from engines.metadata import EngineHeader
+from engines.errors import EngineMismatchError, ModelLoadError
+from engines.metadata import EngineHeader, check_header
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CACHE_ENV = "DEOCCLUDE_CACHE"
 
@@ -69,3 +76,38 @@ class EngineCache:
         if key.backend == "torch-tensorrt":
             return directory / f"{stem}.torchtrt-{_slug(key.torch_tensorrt_version)}.ep"
         return directory / f"{stem}.engine"
+
+
+def load_or_build(
+    path: Path,
+    want: EngineHeader,
+    *,
+    read_header: Callable[[Path], EngineHeader],
+    load: Callable[[], T],
+    build: Callable[[], T],
+    allow_build: bool = True,
+    what: str = "engine",
+) -> T:
+    """Use the cached engine at ``path`` or build one: the one place that decides.
+
+    The cached file is used (``load()``) when its header (``read_header(path)``) matches ``want``;
+    otherwise ``build()`` runs, with one log line saying why (none cached, stale: which fields, or
+    unloadable). With ``allow_build=False`` a missing engine raises ModelLoadError and a stale one
+    EngineMismatchError instead. RuntimeError from ``load`` (a runtime refusing the file) counts as
+    unloadable.
+    """
+    reason = "none cached"
+    if path.is_file():
+        try:
+            check_header(read_header(path), want, path=path)
+            return load()
+        except (EngineMismatchError, ModelLoadError, RuntimeError) as exc:
+            if not allow_build:
+                raise
+            reason = str(exc)
+    elif not allow_build:
+        raise ModelLoadError(
+            f"no {what} at {path}; build it with `python -m engines.build --onnx <model.onnx>`"
+        )
+    log.info("engine: building %s %s (%s)", what, path, reason)
+    return build()

@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from engines.base import ModelInfo, TensorSpec, check_feeds, feeds_as_torch, parse_device
+from engines.base import ModelInfo, TensorSpec, check_feeds, feeds_as_torch
 from engines.cache import cache_root
 from engines.errors import BackendUnavailableError, EngineError, ModelLoadError
-from engines.metadata import PRECISIONS, read_onnx_info, tensor_specs
+from engines.metadata import read_onnx_info, tensor_specs
+from engines.runtime import PRECISIONS, parse_device
 
 log = logging.getLogger(__name__)
 

@@ -73,13 +73,12 @@ def resolve_device(device: str) -> str:
     kind, index = parse_device(device)
     if kind == "cpu":
         return "cpu"
-    torch = import_runtime(
-        "torch", f"device {device!r} requested but torch is not installed (pip install deocclude[gpu]); use --device cpu"
-    )
-    if not torch.cuda.is_available():
+    if not cuda_available():
         raise BackendUnavailableError(
-            f"device {device!r} requested but torch {torch.__version__} sees no CUDA device; use --device cpu"
+            f"device {device!r} requested but torch sees no CUDA device (torch with CUDA is needed: "
+            "pip install deocclude[gpu]); use --device cpu"
         )
+    torch = import_torch()
     if index >= torch.cuda.device_count():
         raise BackendUnavailableError(
             f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist"
@@ -103,3 +102,21 @@ def resolve_precision(precision: str, device: str) -> str:
     if precision != "auto":
         return precision
     return "fp16" if parse_device(device)[0] == "cuda" else "fp32"
+
+
+TENSORRT_MISSING = (
+    "TensorRT is not installed: pip install deocclude[tensorrt] on a machine with an NVIDIA GPU"
+)
+TORCH_TENSORRT_MISSING = (
+    "torch-tensorrt is not installed: pip install deocclude[tensorrt] on a machine with an NVIDIA GPU"
+)
+
+
+def import_tensorrt() -> Any:
+    """The ``tensorrt`` module, or BackendUnavailableError with the one-line install hint."""
+    return import_runtime("tensorrt", TENSORRT_MISSING)
+
+
+def import_torch_tensorrt() -> Any:
+    """The ``torch_tensorrt`` module, or BackendUnavailableError with the one-line install hint."""
+    return import_runtime("torch_tensorrt", TORCH_TENSORRT_MISSING)

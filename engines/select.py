@@ -1,10 +1,13 @@
 """Pick and load an engine: ``load_engine(onnx_path, backend="auto", device="auto", ...)``.
 
-``BACKENDS`` are the names the command line and benchmarks use. "auto" on CUDA prefers
-tensorrt > torch-tensorrt > torch (CUDA graphs) > onnxruntime (CUDA provider); on CPU, onnxruntime.
-The choice, and why the better backends were skipped, is logged in one line; a backend that is
-available but fails to load is skipped with one more line. An explicitly requested backend that cannot
-run raises BackendUnavailableError saying what to install.
+``BACKENDS`` are the names the command line and benchmarks use. "auto" takes the first backend that
+can run in a fixed order of preference (nothing is timed): on CUDA tensorrt > torch-tensorrt > torch
+(CUDA graphs) > onnxruntime (CUDA provider); on CPU onnxruntime > torch. The choice, and why the
+backends before it were skipped, is logged in one line; a backend that is available but fails to load
+is skipped with one more line. An explicitly requested backend that cannot run raises
+BackendUnavailableError saying what to install. ``intra_threads`` (``--threads``) sets onnxruntime's
+intra-op threads and torch's on CPU (process-wide); where it does not apply (the CUDA-only backends,
+torch on CUDA) it is ignored with a logged line, never silently.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from engines.base import Engine, parse_device
+from engines import runtime
+from engines.base import Engine
 from engines.errors import BackendUnavailableError, EngineError
-from engines.metadata import PRECISIONS
+from engines.runtime import PRECISIONS, importable, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -32,22 +36,6 @@ _INSTALL_HINTS = {
 }
 
 
-def _importable(module: str) -> bool:
-    try:
-        __import__(module)
-    except (ImportError, OSError):  # OSError: a wheel whose native libraries are missing
-        return False
-    return True
-
-
-def cuda_available() -> bool:
-    if not _importable("torch"):
-        return False
-    import torch
-
-    return bool(torch.cuda.is_available())
-
-
 def unavailable_reason(backend: str, device_kind: str) -> str | None:
     """Why ``backend`` cannot run on ``device_kind`` ("cpu" / "cuda"), or None when it can."""
     module = {
@@ -58,11 +46,11 @@ def unavailable_reason(backend: str, device_kind: str) -> str | None:
     }
     if backend not in module:
         raise ValueError(f"backend must be one of {BACKENDS[1:]}, got {backend!r}")
-    if not _importable(module[backend]):
+    if not importable(module[backend]):
         return "not installed"
     if device_kind == "cpu":
         return "needs CUDA" if backend in ("tensorrt", "torch-tensorrt") else None
-    if not cuda_available():
+    if not runtime.cuda_available():
         return "no CUDA"
     if backend == "onnxruntime":
         from engines.onnxruntime_engine import available_providers
@@ -75,22 +63,11 @@ def unavailable_reason(backend: str, device_kind: str) -> str | None:
 def available_backends(device: str = "auto") -> list[str]:
     """Concrete backends that can run on ``device`` ("auto", "cpu", "cuda[:N]"), best first."""
     try:
-        kind = _resolve_device(device).partition(":")[0]
+        kind = resolve_device(device).partition(":")[0]
     except BackendUnavailableError:
         return []  # "cuda" asked for on a machine without one: nothing can run there
     order = CUDA_PREFERENCE if kind == "cuda" else CPU_PREFERENCE
     return [b for b in order if unavailable_reason(b, kind) is None]
-
-
-def _resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda:0" if cuda_available() else "cpu"
-    kind, index = parse_device(device)
-    if kind == "cuda" and not cuda_available():
-        raise BackendUnavailableError(
-            f"device {device!r} requested but no CUDA device is usable (torch with CUDA is needed); use --device cpu"
-        )
-    return "cpu" if kind == "cpu" else f"cuda:{index}"
 
 
 @dataclass(frozen=True)
@@ -129,7 +106,12 @@ def _torch(r: EngineRequest) -> Engine:
 
     on_cuda = r.device.startswith("cuda")
     return TorchEngine(
-        r.onnx_path, device=r.device, precision=r.precision, cuda_graphs=on_cuda, max_batch=r.max_batch
+        r.onnx_path,
+        device=r.device,
+        precision=r.precision,
+        cuda_graphs=on_cuda,
+        max_batch=r.max_batch,
+        intra_threads=r.intra_threads,
     )
 
 
@@ -173,7 +155,7 @@ def load_engine(
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    resolved = _resolve_device(device)
+    resolved = resolve_device(device)
     kind = resolved.partition(":")[0]
     request = EngineRequest(
         Path(onnx_path), resolved, precision, max_batch, intra_threads, Path(cache_dir) if cache_dir else None
@@ -183,6 +165,7 @@ def load_engine(
         if reason is not None:
             raise BackendUnavailableError(_explain(backend, resolved, reason))
         log.info("engine: %s on %s", backend, resolved)
+        _note_ignored_threads(backend, resolved, intra_threads)
         return FACTORIES[backend](request)
 
     order = CUDA_PREFERENCE if kind == "cuda" else CPU_PREFERENCE
@@ -204,11 +187,28 @@ def load_engine(
                 f"{b}: {unavailable_reason(b, 'cuda')}" for b in CUDA_PREFERENCE if b != candidate
             ] + skipped
         why = f" ({'; '.join(dict.fromkeys(skipped))})" if skipped else ""
-        log.info("engine: auto -> %s on %s%s", candidate, resolved, why)
+        log.info(
+            "engine: auto -> %s on %s, the first of %s that runs%s",
+            candidate,
+            resolved,
+            " > ".join(order),
+            why,
+        )
+        _note_ignored_threads(candidate, resolved, intra_threads)
         return engine
     raise BackendUnavailableError(
         f"no backend can run on {resolved} ({'; '.join(skipped)}); {_INSTALL_HINTS['onnxruntime']}"
     )
+
+
+def _note_ignored_threads(backend: str, device: str, intra_threads: int | None) -> None:
+    """One line when ``intra_threads`` was asked for where it has no effect (see the module docstring)."""
+    if intra_threads is None:
+        return
+    if backend in ("tensorrt", "torch-tensorrt"):  # torch says so itself (engines.torch_engine)
+        log.warning(
+            "engine: --threads %d does not apply to %s on %s; ignored", intra_threads, backend, device
+        )
 
 
 def _explain(backend: str, device: str, reason: str) -> str:

@@ -17,12 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from engines._cuda import cuda_device, engine_header, import_runtime
 from engines.base import TensorSpec, check_feeds, feeds_as_torch
-from engines.cache import EngineCache
-from engines.errors import EngineError, EngineMismatchError, ModelLoadError, ShapeError
+from engines.cache import EngineCache, load_or_build
+from engines.errors import EngineError, ModelLoadError, ShapeError
+from engines.headers import engine_header, tensorrt_header
 from engines.metadata import (
-    EngineHeader,
     check_header,
     read_engine_file,
     read_engine_header,
@@ -30,46 +29,11 @@ from engines.metadata import (
     sha256_file,
     tensor_specs,
 )
-from engines.torch_engine import import_torch, named_outputs
-from engines.torch_engine import torch_device as torch_device  # re-exported: engines.build imports it here
+from engines.runtime import cuda_device, import_tensorrt, import_torch
+from engines.torch_engine import named_outputs
+from engines.trt_build import BuildConfig, build_engine
 
 log = logging.getLogger(__name__)
-
-TENSORRT_MISSING = (
-    "TensorRT is not installed: pip install deocclude[tensorrt] on a machine with an NVIDIA GPU"
-)
-
-
-def import_tensorrt() -> Any:
-    """The ``tensorrt`` module, or BackendUnavailableError with the one-line install hint."""
-    return import_runtime("tensorrt", TENSORRT_MISSING)
-
-
-def expected_header(
-    onnx_path: str | Path,
-    *,
-    precision: str,
-    min_batch: int,
-    opt_batch: int,
-    max_batch: int,
-    device: str = "cuda",
-    backend: str = "tensorrt",
-    torch_tensorrt_version: str = "",
-) -> EngineHeader:
-    """The header an engine for ``onnx_path`` must carry to run here (built_at = now)."""
-    trt = import_tensorrt()
-    return engine_header(
-        sha256_file(onnx_path),
-        read_onnx_info(onnx_path),
-        precision=precision,
-        min_batch=min_batch,
-        opt_batch=opt_batch,
-        max_batch=max_batch,
-        device=device,
-        tensorrt_version=str(trt.__version__),
-        backend=backend,
-        torch_tensorrt_version=torch_tensorrt_version,
-    )
 
 
 def _torch_dtype(trt: Any, torch: Any, dtype: Any) -> Any:
@@ -248,7 +212,7 @@ class TensorRTEngine:
 
         With ``allow_build=False`` a missing engine raises ModelLoadError and a stale one EngineMismatchError.
         """
-        want = expected_header(
+        want = tensorrt_header(
             onnx_path,
             precision=precision,
             min_batch=min_batch,
@@ -266,33 +230,29 @@ class TensorRTEngine:
             precision=precision,
             batch_profile=(want.min_batch, want.opt_batch, want.max_batch),
         )
-        reason = "no cached engine"
-        if path.is_file():
-            try:
-                check_header(read_engine_header(path), want, path=path)
-                return load()
-            except (EngineMismatchError, ModelLoadError) as exc:
-                if not allow_build:
-                    raise
-                reason = str(exc)
-        elif not allow_build:
-            raise ModelLoadError(
-                f"no TensorRT engine at {path}; build it with `python -m engines.build --onnx {onnx_path}`"
-            )
-        from engines.build import BuildConfig, build_engine
 
-        log.info("engine: building TensorRT engine %s (%s)", path, reason)
-        build_engine(
-            BuildConfig(
-                onnx=Path(onnx_path),
-                out=path,
-                precision=precision,
-                min_batch=want.min_batch,
-                opt_batch=want.opt_batch,
-                max_batch=want.max_batch,
-                workspace_gb=workspace_gb,
-                timing_cache=cache.timing_cache_for(want),
-                device=device,
+        def build() -> TensorRTEngine:
+            build_engine(
+                BuildConfig(
+                    onnx=Path(onnx_path),
+                    out=path,
+                    precision=precision,
+                    min_batch=want.min_batch,
+                    opt_batch=want.opt_batch,
+                    max_batch=want.max_batch,
+                    workspace_gb=workspace_gb,
+                    timing_cache=cache.timing_cache_for(want),
+                    device=device,
+                )
             )
+            return load()
+
+        return load_or_build(
+            path,
+            want,
+            read_header=read_engine_header,
+            load=load,
+            build=build,
+            allow_build=allow_build,
+            what="TensorRT engine",
         )
-        return load()

@@ -7,40 +7,19 @@ graph per batch size, captured on first use). I/O is always float32 NCHW: the fp
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from engines.base import ModelInfo, TensorSpec, check_feeds, feeds_as_torch, is_torch_tensor, parse_device
-from engines.errors import BackendUnavailableError, EngineError, EngineMismatchError, ModelLoadError
-from engines.metadata import PRECISIONS, pt2_sibling, read_onnx_info, read_pt2_info, tensor_specs
+from engines.base import ModelInfo, TensorSpec, check_feeds, feeds_as_torch, is_torch_tensor
+from engines.errors import EngineError, EngineMismatchError, ModelLoadError
+from engines.metadata import pt2_sibling, read_onnx_info, read_pt2_info, tensor_specs
+from engines.runtime import PRECISIONS, import_torch, resolve_device
 
-
-def import_torch() -> Any:
-    try:
-        import torch
-    except ImportError as exc:
-        raise BackendUnavailableError("torch is not installed: pip install deocclude[torch]") from exc
-    return torch
-
-
-def torch_device(device: str) -> str:
-    """Validate ``device`` for torch; "cuda" without a CUDA device raises BackendUnavailableError."""
-    kind, index = parse_device(device)
-    if kind == "cpu":
-        return "cpu"
-    torch = import_torch()
-    if not torch.cuda.is_available():
-        raise BackendUnavailableError(
-            f"device {device!r} requested but torch {torch.__version__} sees no CUDA device"
-        )
-    if index >= torch.cuda.device_count():
-        raise BackendUnavailableError(
-            f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist"
-        )
-    return f"cuda:{index}"
+log = logging.getLogger(__name__)
 
 
 def resolve_pt2(model_path: str | Path) -> tuple[Path, ModelInfo]:
@@ -135,6 +114,7 @@ class TorchEngine:
         cuda_graphs: bool = False,
         max_batch: int | None = 8,
         copy_outputs: bool = True,
+        intra_threads: int | None = None,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -142,12 +122,21 @@ class TorchEngine:
             raise ValueError(f"max_batch must be >= 1 or None, got {max_batch}")
         torch = import_torch()
         self._torch = torch
-        self.device = torch_device(device)
+        self.device = resolve_device(device)
         on_cuda = self.device.startswith("cuda")
         if precision == "fp16" and not on_cuda:
             raise ValueError("precision 'fp16' needs CUDA for the torch backend; use 'fp32' on cpu")
         if cuda_graphs and not on_cuda:
             raise ValueError("cuda_graphs needs a CUDA device")
+        if intra_threads is not None:
+            if intra_threads < 1:
+                raise ValueError(f"intra_threads must be >= 1 or None, got {intra_threads}")
+            if on_cuda:
+                log.warning("torch: --threads %d does not apply on %s; ignored", intra_threads, self.device)
+            elif torch.get_num_threads() != intra_threads:
+                # torch has one intra-op pool per process: this sets it for every torch engine here.
+                torch.set_num_threads(intra_threads)
+                log.info("torch: %d intra-op threads (process-wide)", intra_threads)
         self.path, self.info = resolve_pt2(model_path)
         self.inputs, self.outputs = tensor_specs(self.info)
         self.precision = precision

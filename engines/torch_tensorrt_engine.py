@@ -15,69 +15,41 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from engines._cuda import cuda_device, engine_header, import_runtime
 from engines.base import ModelInfo, check_feeds, feeds_as_torch
-from engines.cache import EngineCache
-from engines.errors import EngineError, EngineMismatchError, ModelLoadError
-from engines.metadata import (
-    PRECISIONS,
-    EngineHeader,
-    check_header,
-    read_header_sidecar,
-    sha256_file,
-    tensor_specs,
-    write_header_sidecar,
-)
-from engines.tensorrt_engine import import_tensorrt
+from engines.cache import EngineCache, load_or_build
+from engines.errors import EngineError
+from engines.headers import torch_tensorrt_header
+from engines.metadata import EngineHeader, read_header_sidecar, tensor_specs, write_header_sidecar
+from engines.runtime import PRECISIONS, cuda_device, import_torch, import_torch_tensorrt
 from engines.torch_engine import (
-    import_torch,
     load_exported,
     named_outputs,
     outputs_by_name,
     resolve_pt2,
     to_device,
     to_half,
-    torch_device,
 )
 
 log = logging.getLogger(__name__)
 
-TORCH_TENSORRT_MISSING = (
-    "torch-tensorrt is not installed: pip install deocclude[tensorrt] on a machine with an NVIDIA GPU"
-)
 
+def supported_options(fn: Callable[..., Any], options: dict[str, Any], *, release: str) -> dict[str, Any]:
+    """The ``options`` that ``fn`` takes (torch-tensorrt renames build options between releases).
 
-def import_torch_tensorrt() -> Any:
-    """The ``torch_tensorrt`` module, or BackendUnavailableError with the one-line install hint."""
-    return import_runtime("torch_tensorrt", TORCH_TENSORRT_MISSING)
-
-
-def _accepted(fn: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The subset of ``kwargs`` that ``fn`` accepts (torch-tensorrt's options differ between releases)."""
+    A dropped option is never silent: each one is named in a warning line, so a build without the
+    timing cache or the workspace limit the caller asked for is visible in the log.
+    """
     params = inspect.signature(fn).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return kwargs
-    return {k: v for k, v in kwargs.items() if k in params}
-
-
-def expected_torch_tensorrt_header(
-    pt2: Path, info: ModelInfo, *, precision: str, min_batch: int, opt_batch: int, max_batch: int, device: str
-) -> EngineHeader:
-    """The header a torch-tensorrt module compiled from ``pt2`` must carry to run here (built_at = now)."""
-    trt = import_tensorrt()
-    torch_tensorrt = import_torch_tensorrt()
-    return engine_header(
-        sha256_file(pt2),
-        info,
-        precision=precision,
-        min_batch=min_batch,
-        opt_batch=opt_batch,
-        max_batch=max_batch,
-        device=device,
-        tensorrt_version=str(trt.__version__),
-        backend="torch-tensorrt",
-        torch_tensorrt_version=str(torch_tensorrt.__version__),
-    )
+        return options
+    dropped = sorted(k for k in options if k not in params)
+    if dropped:
+        log.warning(
+            "engine: torch-tensorrt %s does not take build option(s) %s; compiling without them",
+            release,
+            ", ".join(dropped),
+        )
+    return {k: v for k, v in options.items() if k in params}
 
 
 def _compile(
@@ -102,13 +74,14 @@ def _compile(
         for n in names
     ]
     timing_cache.parent.mkdir(parents=True, exist_ok=True)
-    options = _accepted(
+    options = supported_options(
         torch_tensorrt.dynamo.compile,
         {
             "workspace_size": int(workspace_gb * (1 << 30)),
             "min_block_size": 1,
             "timing_cache_path": str(timing_cache),
         },
+        release=str(torch_tensorrt.__version__),
     )
     log.info(
         "engine: compiling %s with torch-tensorrt (%s, batch %d/%d/%d)",
@@ -140,8 +113,8 @@ def compile_and_save(
     """Compile the .pt2 for ``model_path`` and save it (default: into the engine cache); returns the path."""
     import_torch_tensorrt()
     pt2, info = resolve_pt2(model_path)
-    dev = torch_device(device)
-    header = expected_torch_tensorrt_header(
+    dev = cuda_device(device, "torch-tensorrt")
+    header = torch_tensorrt_header(
         pt2,
         info,
         precision=precision,
@@ -198,7 +171,7 @@ class TorchTensorRTEngine:
         self.precision = precision
         self.min_batch, self.max_batch = min_batch, max_batch
         self._dtype = torch.float16 if precision == "fp16" else torch.float32
-        header = expected_torch_tensorrt_header(
+        header = torch_tensorrt_header(
             self.path,
             self.info,
             precision=precision,
@@ -209,30 +182,39 @@ class TorchTensorRTEngine:
         )
         cache = EngineCache.at(cache_dir)
         cached = cache.engine_path(header, name=self.path.stem)
-        self._module: Any = None
-        self._arg_names = [s.name for s in self.inputs]
-        if use_cache and cached.is_file():
-            try:
-                check_header(read_header_sidecar(cached), header, path=cached)
-                with torch.cuda.device(self.device):
-                    program = torch.export.load(str(cached))
-                self._module = program.module()
-                self._arg_names = [str(n) for n in program.graph_signature.user_inputs]
-                log.info("engine: torch-tensorrt module loaded from %s", cached)
-            except (EngineMismatchError, ModelLoadError, RuntimeError) as exc:
-                log.info("engine: cached torch-tensorrt module unusable (%s); recompiling", exc)
-        if self._module is None:
-            self._module, self._arg_names, inputs = _compile(
+
+        def load() -> tuple[Any, list[str]]:
+            with torch.cuda.device(self.device):
+                program = torch.export.load(str(cached))
+            log.info("engine: torch-tensorrt module loaded from %s", cached)
+            return program.module(), [str(n) for n in program.graph_signature.user_inputs]
+
+        def build() -> tuple[Any, list[str]]:
+            module, names, inputs = _compile(
                 self.path, self.info, header, self.device, workspace_gb, cache.timing_cache_for(header)
             )
             if use_cache:
                 try:
-                    _save(self._module, inputs, cached, header)
+                    _save(module, inputs, cached, header)
                 except Exception as exc:  # saving is an optimisation: never fail a working engine over it
-                    log.info(
+                    log.warning(
                         "engine: could not cache the torch-tensorrt module (%s); it recompiles next start",
                         exc,
                     )
+            return module, names
+
+        self._module: Any
+        if use_cache:
+            self._module, self._arg_names = load_or_build(
+                cached,
+                header,
+                read_header=read_header_sidecar,
+                load=load,
+                build=build,
+                what="torch-tensorrt module",
+            )
+        else:
+            self._module, self._arg_names = build()
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         """numpy in -> numpy out; torch CUDA tensors in -> torch tensors out (float32 NCHW)."""

@@ -24,7 +24,8 @@ from types import MappingProxyType
 
 import numpy as np
 
-from engines.base import Engine, parse_device
+from engines.base import Engine
+from engines.runtime import parse_device
 from stream.faces.front_end import FaceDetector, FaceFrontEnd
 from stream.restore.clock import StageClock
 from stream.restore.config import TIMING_KEYS, FrameReport, ProcessorConfig, check_processor_parts

@@ -10,18 +10,18 @@ from typing import Any
 
 import pytest
 
-from engines.build import (
+from engines.build import main
+from engines.errors import BackendUnavailableError
+from engines.runtime import TENSORRT_MISSING, TORCH_TENSORRT_MISSING
+from engines.tensorrt_engine import TensorRTEngine
+from engines.trt_build import (
     BuildConfig,
     OnnxNode,
     attention_fp32_names,
     build_engine,
-    main,
     onnx_nodes,
     should_pin_fp32,
 )
-from engines.errors import BackendUnavailableError
-from engines.tensorrt_engine import TENSORRT_MISSING, TensorRTEngine
-from engines.torch_tensorrt_engine import TORCH_TENSORRT_MISSING
 
 REPO = Path(__file__).resolve().parents[2]
 

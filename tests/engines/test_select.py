@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from engines import select
+from engines import runtime, select
 from engines.errors import BackendUnavailableError, EngineError
 from engines.onnxruntime_engine import OnnxRuntimeEngine
 from engines.select import BACKENDS, available_backends, load_engine
@@ -32,7 +32,7 @@ def test_available_backends_on_cpu() -> None:
 
 
 def test_available_backends_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(select, "cuda_available", lambda: False)
+    monkeypatch.setattr(runtime, "cuda_available", lambda: False)
     assert available_backends("cuda") == []
     assert available_backends("auto") == available_backends("cpu")
 
@@ -46,7 +46,9 @@ def test_auto_on_cpu_picks_onnxruntime_and_says_why(
     assert isinstance(engine, OnnxRuntimeEngine) and engine.device == "cpu"
     lines = [r.getMessage() for r in caplog.records if r.name == "engines.select"]
     assert len(lines) == 1
-    assert lines[0].startswith("engine: auto -> onnxruntime on cpu (")
+    assert lines[0].startswith(
+        "engine: auto -> onnxruntime on cpu, the first of onnxruntime > torch that runs ("
+    )
     assert "tensorrt: " in lines[0] and "torch-tensorrt: " in lines[0] and "torch: no CUDA" in lines[0]
     assert engine.run(feeds(2))["restored"].shape == (2, 3, 16, 16)
 
@@ -71,8 +73,8 @@ def test_explicit_backend_not_installed(
 
 
 def test_cuda_device_without_cuda(generator_model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(select, "cuda_available", lambda: False)
-    with pytest.raises(BackendUnavailableError, match="no CUDA device"):
+    monkeypatch.setattr(runtime, "cuda_available", lambda: False)
+    with pytest.raises(BackendUnavailableError, match="sees no CUDA device"):
         load_engine(generator_model.onnx, backend="onnxruntime", device="cuda")
     with pytest.raises(BackendUnavailableError):
         load_engine(generator_model.onnx, device="cuda:1")
@@ -80,7 +82,7 @@ def test_cuda_device_without_cuda(generator_model: Any, monkeypatch: pytest.Monk
 
 @pytest.mark.skipif(sys.modules.get("tensorrt") is not None, reason="tensorrt is imported here")
 def test_tensorrt_on_cpu_needs_cuda(generator_model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(select, "_importable", lambda module: True)  # pretend it is installed
+    monkeypatch.setattr(select, "importable", lambda module: True)  # pretend it is installed
     with pytest.raises(BackendUnavailableError, match="needs a CUDA device"):
         load_engine(generator_model.onnx, backend="tensorrt", device="cpu")
 
@@ -97,7 +99,10 @@ def test_failed_backend_falls_back_with_one_line(
     assert isinstance(engine, TorchEngine)
     messages = [r.getMessage() for r in caplog.records if r.name == "engines.select"]
     assert messages[0] == "engine: onnxruntime failed on cpu (simulated load failure); falling back"
-    assert messages[1] == "engine: auto -> torch on cpu (onnxruntime: failed)"
+    assert (
+        messages[1]
+        == "engine: auto -> torch on cpu, the first of onnxruntime > torch that runs (onnxruntime: failed)"
+    )
     np.testing.assert_equal(engine.run(feeds(1))["restored"].shape, (1, 3, 16, 16))
 
 

@@ -11,11 +11,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from engines.build import BuildConfig, build_engine, main
+from engines.build import main
 from engines.errors import EngineMismatchError, ModelLoadError, ShapeError
 from engines.metadata import read_engine_file, read_engine_header, write_engine_file
 from engines.onnxruntime_engine import OnnxRuntimeEngine
 from engines.tensorrt_engine import TensorRTEngine
+from engines.trt_build import BuildConfig, build_engine
 from tests.engines.conftest import cuda_available, tensorrt_missing
 from tests.engines.test_onnxruntime_engine import feeds
 
