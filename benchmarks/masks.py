@@ -17,7 +17,9 @@ on, scarves, sunglasses, hands, free-form, microphones, phones, hair), a synthet
 
 IoU is reported pooled over the kind's samples (sum of intersections / sum of unions) and as the mean
 of per-sample IoUs. On bare faces: the share of face pixels flagged (mean, worst) and the share of bare
-faces with any pixel flagged. Speed: the segmenter through ONNX Runtime on 1 thread, batch 1.
+faces with any pixel flagged; and on every frame of three clips of a held-out bare face, the share of
+the face and of the frame flagged (:mod:`benchmarks.masks_clips`). Speed: the segmenter through ONNX
+Runtime on 1 thread, batch 1.
 
 CLI: ``python -m benchmarks.masks --json benchmarks/results/masks.json --grid benchmarks/results/masks_grid.png``
 """
@@ -38,6 +40,7 @@ import cv2
 import numpy as np
 
 from benchmarks.environment import device_info, git, versions
+from benchmarks.masks_clips import bare_clips
 from benchmarks.report import setup_logging, write_report
 from engines.occlusion_mask import OcclusionMaskConfig, occlusion_mask
 from engines.onnxruntime_engine import OnnxRuntimeEngine
@@ -312,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "held_out_kinds": list(HELD_OUT_KINDS),
         "occlusion_mask_config": vars(OcclusionMaskConfig()),
         "results": results,
+        "bare_clips_held_out_person": bare_clips(segmenter, detector),
         "speed_1_thread_batch_1": {
             "segmenter": time_engine(segmenter, size),
             "detector": time_engine(detector, size),

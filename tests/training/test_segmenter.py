@@ -135,3 +135,15 @@ def test_training_resumes_exactly_and_exports_through_engines(tmp_path: Path) ->
 def test_bad_config_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "r")]) == 2
     assert "config file not found" in capsys.readouterr().err
+
+
+def test_init_from_warm_starts_a_new_run(tmp_path: Path) -> None:
+    config = _tiny(tmp_path)
+    assert main(["--config", str(config), "--out", str(tmp_path / "a"), "--max-steps", "2"]) == 0
+    raw = yaml.safe_load(config.read_text())
+    raw["init_from"] = str(tmp_path / "a" / "checkpoints" / "final.pt")
+    warm = tmp_path / "warm.yaml"
+    warm.write_text(yaml.safe_dump(raw))
+    assert main(["--config", str(warm), "--out", str(tmp_path / "b"), "--max-steps", "1"]) == 0
+    assert "initialised from" in (tmp_path / "b" / "log.txt").read_text()
+    assert load_checkpoint(tmp_path / "b" / "checkpoints" / "final.pt")["step"] == 1
