@@ -1,0 +1,1 @@
+"""The live preview (``--preview``): a small web page and MJPEG streams served by the process."""

@@ -1,0 +1,111 @@
+"""The preview on the real pipeline (the demo clip looped as a 24 fps camera, the default models): a real
+HTTP client and a real headless browser (Debian's chromium + chromium-driver; skipped visibly without)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.preview_latency import LoopingLiveSource, demo_frames, running
+from stream.view import ViewConfig
+from tests.stream.mjpeg_client import decode, get_frame, get_json, mjpeg_frames, post_json
+from tests.stream.webdriver import Browser, find_browser
+
+
+def _same_seq_pair(host: str, port: int) -> tuple[bytes, bytes]:
+    """The output and input JPEGs of one published frame."""
+    for _ in range(50):
+        seq_out, out = get_frame(host, port, "output")
+        seq_in, inp = get_frame(host, port, "input")
+        if seq_out == seq_in:
+            return out, inp
+    raise AssertionError("could not read input and output of the same frame")
+
+
+def _wait(cond, timeout_s: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_live_run_serves_changing_restored_frames_numbers_and_pause() -> None:
+    source = LoopingLiveSource(demo_frames(48), fps=24.0)
+    with running(ViewConfig(preview="127.0.0.1:0"), source) as (views, _pipeline, _thread, _result):
+        assert views.server is not None
+        host, port = views.server.host, views.server.port
+        with mjpeg_frames(host, port) as parts:
+            frames = [decode(next(parts)) for _ in range(6)]
+        assert frames[0].shape == (360, 640, 3)
+        assert np.abs(frames[0].astype(int) - frames[-1].astype(int)).mean() > 0.5  # the video moves
+        _wait(lambda: (get_json(host, port)["faces"] or 0) >= 1)  # a face restored on a frame
+        s1 = get_json(host, port)
+        time.sleep(0.6)
+        s2 = get_json(host, port)
+        assert s2["frames"] > s1["frames"] and s2["fps"] > 5 and s2["latency_ms_p50"] is not None
+        out, inp = _same_seq_pair(host, port)
+        assert out != inp  # restoring: the output differs from the input
+        assert post_json(host, port, "/controls", {"paused": True})[0] == 200
+        time.sleep(0.3)
+        out, inp = _same_seq_pair(host, port)
+        assert out == inp  # paused: the input is sent on as captured
+        assert post_json(host, port, "/controls", {"paused": False})[0] == 200
+        _wait(lambda: (lambda p: p[0] != p[1])(_same_seq_pair(host, port)))
+        assert views.server.hub.served_ms()
+
+
+BROWSER = find_browser()
+
+
+@pytest.mark.skipif(
+    BROWSER is None,
+    reason="headless browser test needs Debian's chromium and chromium-driver: apt-get install -y chromium chromium-driver",
+)
+def test_preview_page_in_headless_chromium(tmp_path: Path) -> None:
+    assert BROWSER is not None
+    source = LoopingLiveSource(demo_frames(48), fps=24.0)
+    with Browser(*BROWSER) as browser:
+        with running(ViewConfig(preview="127.0.0.1:0"), source) as (views, _pipeline, _thread, _result):
+            assert views.server is not None
+            browser.get(views.server.url)
+            snap = """
+                const img = document.getElementById(arguments[0]);
+                if (!img.complete || img.naturalWidth === 0) return null;
+                const c = document.createElement("canvas");
+                c.width = img.naturalWidth; c.height = img.naturalHeight;
+                c.getContext("2d").drawImage(img, 0, 0);
+                return c.toDataURL("image/png");
+            """
+            _wait(
+                lambda: (
+                    browser.run_js(snap, "restored") is not None and browser.run_js(snap, "input") is not None
+                )
+            )
+            _wait(
+                lambda: (
+                    browser.run_js("return document.getElementById('frames').textContent") not in ("-", "0")
+                )
+            )
+            first = browser.run_js(snap, "restored")
+            frames1 = int(browser.run_js("return document.getElementById('frames').textContent"))
+            time.sleep(1.5)
+            second = browser.run_js(snap, "restored")
+            frames2 = int(browser.run_js("return document.getElementById('frames').textContent"))
+            assert hashlib.sha1(first.encode()).digest() != hashlib.sha1(second.encode()).digest()
+            assert frames2 > frames1
+            fps = float(browser.run_js("return document.getElementById('fps').textContent"))
+            assert fps > 5
+            # The overlay checkbox goes through POST /controls to the run.
+            browser.run_js("document.getElementById('overlay').click()")
+            _wait(lambda: get_json(views.server.host, views.server.port)["overlay"] is True, 5)
+            browser.run_js("document.getElementById('overlay').click()")
+            _wait(lambda: get_json(views.server.host, views.server.port)["overlay"] is False, 5)
+            time.sleep(1.0)
+            shot = Path(os.environ.get("PREVIEW_SCREENSHOT", tmp_path / "preview.png"))
+            png = browser.screenshot(shot)
+    assert png.startswith(b"\x89PNG") and shot.stat().st_size > 10_000
