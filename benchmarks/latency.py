@@ -66,7 +66,8 @@ logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = "deocclude.latency/1"
-PIPELINE_STAGES = ("capture", "restore", "render")
+# "faces" exists where the op set overlaps (CUDA): detection + upload of frame N+1 in its own thread.
+PIPELINE_STAGES = ("capture", "faces", "restore", "render")
 CLIP_CRF = "18"
 
 
@@ -228,24 +229,31 @@ def bound_by(
 
     Stages run in their own threads, so the slowest stage bounds fps. A slow ``capture`` is ``decode``
     when decoding alone is about as slow, else ``contention`` (the capture thread waiting for a core or
-    the GIL). Inside ``restore``, from the FrameReports: ``networks`` = mask step (detector network +
-    smoothing) + restore step (generator), ``face_detection`` = YuNet + tracker, ``glue`` = alignment,
-    compositing and the stage's time outside the steps (Python bookkeeping).
+    the GIL). From the FrameReports: ``networks`` = mask step (detector network + smoothing) + restore
+    step (generator), ``face_detection`` = YuNet + tracker, ``glue`` = alignment, compositing and the
+    restore stage's time outside the steps (Python bookkeeping).
+
+    With a ``faces`` stage (CUDA: detection and upload of frame N+1 in their own thread) face detection
+    and the upload run outside the restore thread, and ``overlap_ms`` is what the two threads must have
+    run at the same time per frame: faces + restore beyond the frame period (0 when they did not overlap).
     """
     per_stage = {k: float(stages[k]["mean"] or 0.0) for k in PIPELINE_STAGES if k in stages}
     slowest = max(per_stage, key=lambda k: per_stage[k])
     n = int(stages["restore"]["n"])
     step = {k: _per_frame(d, n) for k, d in steps.items()}
     restore_ms = per_stage["restore"]
+    two_threads = "faces" in per_stage
+    in_restore_thread = {k: v for k, v in step.items() if not (two_threads and k in ("detect", "upload"))}
     parts = {
         "networks": step.get("mask", 0.0) + step.get("restore", 0.0),
         "face_detection": step.get("detect", 0.0),
         "glue": step.get("align", 0.0)
         + step.get("composite", 0.0)
-        + max(0.0, restore_ms - sum(step.values())),
+        + max(0.0, restore_ms - sum(in_restore_thread.values())),
     }
     for key in ("upload", "download"):  # CUDA only: host<->device copies count as glue here
-        parts["glue"] += step.get(key, 0.0)
+        if key in in_restore_thread:
+            parts["glue"] += step.get(key, 0.0)
     decode_ms = float(decode_alone["mean"] or 0.0)
     if slowest == "capture":
         verdict = "decode" if per_stage["capture"] <= 1.5 * decode_ms + 1.0 else "contention"
@@ -255,6 +263,15 @@ def bound_by(
         verdict = max(parts, key=lambda k: parts[k])
     share = {k: (v / restore_ms if restore_ms > 0 else 0.0) for k, v in parts.items()}
     period = f"{1000.0 / fps:.1f} ms frame period ({fps:.1f} fps)" if fps else "no steady fps"
+    overlap_ms = None
+    faces_text = ""
+    if two_threads:
+        faces_ms = per_stage["faces"]
+        overlap_ms = max(0.0, faces_ms + restore_ms - 1000.0 / fps) if fps else None
+        seen = (
+            f"{overlap_ms:.1f} ms/frame observed overlapping restore" if overlap_ms is not None else "no fps"
+        )
+        faces_text = f"faces thread (detection + upload of the next frame) {faces_ms:.1f} ms/frame ({seen}). "
     det, gen = nets["detector"]["median_ms"], nets["generator"]["median_ms"]
     text = (
         f"Slowest thread: {slowest} at {per_stage[slowest]:.1f} ms/frame (mean) for a {period}. "
@@ -263,7 +280,7 @@ def bound_by(
         f"networks {parts['networks']:.1f} ms ({share['networks']:.0%}; alone at batch 1 the detector takes "
         f"{det:.1f} ms and the generator {gen:.1f} ms), face detection (YuNet + tracker) "
         f"{parts['face_detection']:.1f} ms ({share['face_detection']:.0%}), alignment + compositing + Python "
-        f"glue {parts['glue']:.1f} ms ({share['glue']:.0%}). Verdict: bound by {verdict}."
+        f"glue {parts['glue']:.1f} ms ({share['glue']:.0%}). {faces_text}Verdict: bound by {verdict}."
     )
     return {
         "verdict": verdict,
@@ -272,6 +289,7 @@ def bound_by(
         "decode_alone_mean_ms": decode_ms,
         "restore_breakdown_ms": parts,
         "restore_breakdown_share": share,
+        "overlap_ms": overlap_ms,
         "analysis": text,
     }
 
@@ -416,7 +434,8 @@ def measure(config: LatencyConfig) -> dict[str, Any]:
             "fps": "steady = frames written after the warm-up / time from the warm-up's last write to the "
             "last write (render-thread timestamps); overall = all frames / pipeline wall time",
             "warmup": f"the first {w} frames are left out of every distribution and of steady fps",
-            "stage_ms": "per frame, per pipeline thread: capture = decode, restore = the whole restore stage, "
+            "stage_ms": "per frame, per pipeline thread: capture = decode, faces (CUDA only) = face detection + "
+            "upload of the next frame, restore = the whole restore stage, "
             "render = NullSink.write (no encoding is measured)",
             "restore_steps_ms": "FrameReport.timings_ms over the frames where the step ran (n): detect = YuNet "
             "+ tracker when it ran, align/mask with faces, restore (generator) / composite "

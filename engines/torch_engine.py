@@ -93,6 +93,36 @@ def to_half(module: Any) -> Any:
     return module
 
 
+def pin_softmax_fp32(module: Any) -> int:
+    """Run every softmax of an exported (unlifted ``torch.fx``) module in float32, in place: a cast to
+    float32 before it and back to float16 after it. Returns how many softmaxes it wrapped.
+
+    Why: contextual attention's softmax overflows in half precision (what native TensorRT builds pin
+    with precision constraints, :mod:`engines.trt_build`); a half module keeps this one op in float32.
+    For modules made half by :func:`to_half` (traced in float32, so ``half_to_float`` is False).
+    """
+    torch = import_torch()
+    aten = torch.ops.aten
+    targets = {aten._softmax.default, aten.softmax.int, aten._log_softmax.default, aten.log_softmax.int}
+    graph = module.graph
+    wrapped = 0
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target not in targets:
+            continue
+        source = node.args[0]
+        with graph.inserting_before(node):
+            up = graph.call_function(aten._to_copy.default, (source,), {"dtype": torch.float32})
+        node.replace_input_with(source, up)
+        with graph.inserting_after(node):
+            down = graph.call_function(aten._to_copy.default, (node,), {"dtype": torch.float16})
+        node.replace_all_uses_with(down, delete_user_cb=lambda user, cast=down: user is not cast)
+        wrapped += 1
+    if wrapped:
+        graph.lint()
+        module.recompile()
+    return wrapped
+
+
 class TorchEngine:
     """The exported program on torch. ``model_path``: the .pt2, or the .onnx next to it.
 
@@ -148,6 +178,7 @@ class TorchEngine:
         module = module.to(self.device)
         if precision == "fp16":
             module = to_half(module)
+            log.info("torch: fp16 with %d softmax op(s) kept in fp32", pin_softmax_fp32(module))
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
         self._module: Any = module

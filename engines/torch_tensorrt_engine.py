@@ -25,6 +25,7 @@ from engines.torch_engine import (
     load_exported,
     named_outputs,
     outputs_by_name,
+    pin_softmax_fp32,
     resolve_pt2,
     to_device,
     to_half,
@@ -63,6 +64,8 @@ def _compile(
     module = module.to(device)
     if dtype == torch.float16:
         module = to_half(module)
+        # The casts are in the graph TensorRT gets; whether it keeps them depends on the release's typing.
+        log.info("engine: fp16 with %d softmax op(s) cast to fp32 in the graph", pin_softmax_fp32(module))
     specs = {s.name: s for s in tensor_specs(info)[0]}
     inputs = [
         torch_tensorrt.Input(

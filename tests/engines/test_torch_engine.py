@@ -147,3 +147,37 @@ def test_to_half_converts_weights_and_constants() -> None:
     tensors = [p for p in module.parameters()]
     tensors += [v for sub in module.modules() for v in vars(sub).values() if isinstance(v, torch.Tensor)]
     assert len(tensors) == 3 and all(t.dtype == torch.float16 for t in tensors)
+
+
+def test_fp16_keeps_the_attention_softmax_in_fp32(attention_model: Any) -> None:
+    """What the fp16 torch (and torch-tensorrt) paths do to the graph, checked on CPU: every softmax
+    reads a float32 copy and its result goes back to half; the half module still computes the same."""
+    from engines.torch_engine import load_exported, pin_softmax_fp32, resolve_pt2, to_half
+
+    pt2, info = resolve_pt2(attention_model.onnx)
+    reference, names = load_exported(pt2, info)
+    module, _ = load_exported(pt2, info)
+    module = to_half(module)
+    assert pin_softmax_fp32(module) >= 1
+    aten = torch.ops.aten
+    softmaxes = [n for n in module.graph.nodes if n.target in (aten._softmax.default, aten.softmax.int)]
+    assert softmaxes
+    for node in softmaxes:
+        up = node.args[0]
+        assert up.target == aten._to_copy.default and up.kwargs["dtype"] == torch.float32
+        assert [u.target for u in node.users] == [aten._to_copy.default]
+        assert next(iter(node.users)).kwargs["dtype"] == torch.float16
+    gen = torch.Generator().manual_seed(0)
+    specs = {s.name: s for s in info_inputs(info)}
+    feeds = [torch.rand((2, *specs[n].shape[1:]), generator=gen) for n in names]
+    want = reference(*feeds)
+    got = module(*[f.half() for f in feeds])
+    want, got = (w[0] if isinstance(w, tuple | list) else w for w in (want, got))
+    assert got.dtype == torch.float16
+    assert torch.allclose(got.float(), want, atol=2e-2), float((got.float() - want).abs().max())
+
+
+def info_inputs(info: Any) -> Any:
+    from engines.metadata import tensor_specs
+
+    return tensor_specs(info)[0]
