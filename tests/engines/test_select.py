@@ -113,3 +113,23 @@ def test_bad_arguments(generator_model: Any) -> None:
         load_engine(generator_model.onnx, precision="int8", device="cpu")
     with pytest.raises(ValueError, match="device"):
         load_engine(generator_model.onnx, device="tpu")
+
+
+def test_auto_walks_the_fixed_order_on_cuda(
+    generator_model: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``auto`` is "the first that runs" in CUDA_PREFERENCE, not a timing race (what the README says)."""
+    monkeypatch.setattr(select, "resolve_device", lambda device: "cuda:0")
+    monkeypatch.setattr(
+        select, "unavailable_reason", lambda b, kind: "not installed" if b == "tensorrt" else None
+    )
+    made: list[str] = []
+    for name in select.FACTORIES:
+        monkeypatch.setitem(select.FACTORIES, name, lambda r, name=name: made.append(name) or name)
+    caplog.set_level("INFO", logger="engines.select")
+    assert load_engine(generator_model.onnx, device="cuda") == "torch-tensorrt"
+    assert made == ["torch-tensorrt"]
+    assert [r.getMessage() for r in caplog.records if r.name == "engines.select"] == [
+        "engine: auto -> torch-tensorrt on cuda:0, the first of tensorrt > torch-tensorrt > torch > onnxruntime "
+        "that runs (tensorrt: not installed)"
+    ]
