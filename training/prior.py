@@ -54,7 +54,7 @@ class PriorBuildConfig:
     split_seed: int = 0
     tex_size: int = 64
     num_shape: int = 30
-    num_texture: int = 80
+    num_texture: int = 48
     colour_variants: int = 3
     seed: int = 0
 
@@ -347,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-seed", type=int, default=0, help="person split seed (as training)")
     p.add_argument("--tex-size", type=int, default=64, help="side of the texture frame in pixels")
     p.add_argument("--num-shape", type=int, default=30, help="shape components")
-    p.add_argument("--num-texture", type=int, default=80, help="texture components")
+    p.add_argument("--num-texture", type=int, default=48, help="texture components")
     p.add_argument(
         "--colour-variants", type=int, default=3, help="colour/lighting variants per face and flip"
     )

@@ -40,9 +40,9 @@ class FitConfig:
     texture_noise: float = 0.3
     gain_std: float = 0.2
     offset_std: float = 0.1
-    irls_passes: int = 2
+    irls_passes: int = 1
     cauchy_scale: float = 2.5
-    mask_grow: float = 0.02
+    mask_grow: float = 0.0
     min_visible: float = 0.05
 
     def __post_init__(self) -> None:
@@ -249,17 +249,23 @@ class PriorFitter:
         self,
         crop_rgb_u8: np.ndarray,
         occlusion_f32: np.ndarray,
-        landmarks_px: np.ndarray,
+        landmarks_px: np.ndarray | None,
         *,
         texture_prior: TexturePrior | None = None,
     ) -> PriorFit:
         """Fit shape and texture to one canonical crop.
 
         ``crop_rgb_u8``: (S, S, 3) uint8 RGB canonical crop; ``occlusion_f32``: (S, S) float32 in [0, 1],
-        1 = occluded (the detector's mask); ``landmarks_px``: (468 or 478, 2|3) mesh landmarks in crop pixels.
+        1 = occluded (the detector's mask); ``landmarks_px``: (468 or 478, 2|3) mesh landmarks in crop pixels,
+        or None where the mesh found no face (a hand over the face): then the shape is the mean shape,
+        which the canonical alignment already puts roughly in place, and only the texture is fitted.
         """
         s = _check_crop(crop_rgb_u8, occlusion_f32)
-        shape_coeffs, vertices = self.fit_shape(landmarks_px, s, occlusion_f32)
+        if landmarks_px is None:
+            shape_coeffs = np.zeros(self.model.num_shape, dtype=np.float32)
+            vertices = self.model.mean_vertices.astype(np.float32)
+        else:
+            shape_coeffs, vertices = self.fit_shape(landmarks_px, s, occlusion_f32)
         tex, visible = self.sample(crop_rgb_u8, occlusion_f32, vertices)
         tex_coeffs, colour, extras = self.fit_texture(tex, visible, texture_prior)
         return PriorFit(shape_coeffs, tex_coeffs, colour, vertices, float(np.mean(visible > 0.5)), extras)

@@ -54,13 +54,19 @@ def _triangle_maps(src_px: np.ndarray, dst_px: np.ndarray, triangles: np.ndarray
 
 
 def render_prior(
-    fitter: PriorFitter, fit: PriorFit, crop_size: int, *, texture_rgb01: np.ndarray | None = None
+    fitter: PriorFitter,
+    fit: PriorFit,
+    crop_size: int,
+    *,
+    texture_rgb01: np.ndarray | None = None,
+    region: np.ndarray | None = None,
 ) -> RenderedPrior:
     """Draw ``fit`` into an S x S crop. ``texture_rgb01`` (P, 3) overrides the fit's PCA texture (memory).
 
     The face's triangles are rasterised in the crop (triangle ids; where triangles fold over at an
     extreme pose, the later one wins), each pixel is mapped by its triangle's affine map back into the
-    texture frame, and the frame is sampled bilinearly.
+    texture frame, and the frame is sampled bilinearly. With ``region`` (S, S) (e.g. the occlusion mask),
+    only triangles that reach its bounding box are drawn (alpha 0 elsewhere): the rest is never shown.
     """
     m = fitter.model
     t = m.tex_size
@@ -72,9 +78,26 @@ def render_prior(
     frame_px = m.mean_vertices * t - 0.5
     maps = _triangle_maps(crop_px, frame_px, m.triangles)
     ids = np.zeros((crop_size, crop_size), dtype=np.int32)
-    corners = np.round(crop_px[m.triangles] * 16.0).astype(np.int32)  # 4 fractional bits
-    for i, tri in enumerate(corners):
-        cv2.fillConvexPoly(ids, tri, i + 1, lineType=cv2.LINE_8, shift=4)
+    tri_px = crop_px[m.triangles]  # (F, 3, 2)
+    todo = np.arange(len(m.triangles))
+    if region is not None:
+        if region.shape != (crop_size, crop_size):
+            raise ShapeError(f"region must be ({crop_size}, {crop_size}), got {region.shape}")
+        ys, xs = np.nonzero(region > 0)
+        if ys.size == 0:
+            return RenderedPrior(
+                np.zeros((crop_size, crop_size, 3), np.float32), np.zeros((crop_size, crop_size), np.float32)
+            )
+        lo, hi = tri_px.min(1), tri_px.max(1)
+        todo = np.flatnonzero(
+            (hi[:, 0] >= xs.min() - 1)
+            & (lo[:, 0] <= xs.max() + 1)
+            & (hi[:, 1] >= ys.min() - 1)
+            & (lo[:, 1] <= ys.max() + 1)
+        )
+    corners = np.round(tri_px * 16.0).astype(np.int32)  # 4 fractional bits
+    for i in todo:
+        cv2.fillConvexPoly(ids, corners[i], int(i) + 1, lineType=cv2.LINE_8, shift=4)
     inside = ids > 0
     ys, xs = np.nonzero(inside)
     a = maps[ids[inside] - 1]  # (N, 2, 3)
@@ -110,12 +133,22 @@ def blend_prior(
             f"{prior.rgb01.shape}, {region_f32.shape}"
         )
     region = np.clip(region_f32.astype(np.float32), 0.0, 1.0)
-    visible = (region < 0.5).astype(np.float32)
-    fill = push_pull_fill(crop_rgb01, visible)
-    a = prior.alpha[..., None]
-    base = a * prior.rgb01 + (1.0 - a) * fill
+    out = crop_rgb01.astype(np.float32).copy()
+    ys, xs = np.nonzero(region > 0)
+    if ys.size == 0:
+        return out
+    # Work on the region's bounding box plus a margin: the fills only need the region's surroundings.
+    pad = max(4, s // 8)
+    y0, y1 = max(0, int(ys.min()) - pad), min(s, int(ys.max()) + pad + 1)
+    x0, x1 = max(0, int(xs.min()) - pad), min(s, int(xs.max()) + pad + 1)
+    box = (slice(y0, y1), slice(x0, x1))
+    crop, reg = crop_rgb01[box].astype(np.float32), region[box]
+    visible = (reg < 0.5).astype(np.float32)
+    fill = push_pull_fill(crop, visible)
+    a = prior.alpha[box][..., None]
+    base = a * prior.rgb01[box] + (1.0 - a) * fill
     if seam_correction:
-        resid = push_pull_fill(crop_rgb01 - base, visible)
-        base = base + resid
-    r = region[..., None]
-    return np.clip(r * base + (1.0 - r) * crop_rgb01, 0.0, 1.0).astype(np.float32)
+        base = base + push_pull_fill(crop - base, visible)
+    r = reg[..., None]
+    out[box] = r * base + (1.0 - r) * crop
+    return np.clip(out, 0.0, 1.0)
