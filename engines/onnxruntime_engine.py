@@ -19,7 +19,7 @@ from engines.base import ModelInfo, TensorSpec, check_feeds, feeds_as_torch
 from engines.cache import cache_root
 from engines.errors import BackendUnavailableError, EngineError, ModelLoadError
 from engines.metadata import read_onnx_info, tensor_specs
-from engines.runtime import PRECISIONS, parse_device
+from engines.runtime import PRECISIONS, parse_device, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +102,9 @@ class OnnxRuntimeEngine:
             options.intra_op_num_threads = intra_threads
         providers: list[Any] = ["CPUExecutionProvider"]
         if kind == "cuda":
+            resolve_device(device)  # torch must see it: a torch stream is the session's compute stream
             import torch
 
-            if not torch.cuda.is_available():
-                raise BackendUnavailableError(f"device {device!r} requested but torch sees no CUDA device")
             self._torch = torch
             # An engine-owned stream: onnxruntime binds one stream per session at creation time.
             self._stream = torch.cuda.Stream(device=self.device)

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from engines.base import ModelInfo
+from engines.runtime import cuda_available  # the project's one answer, shared by the tests' skips
 
 CROP = 16
 
@@ -48,14 +49,6 @@ def attention_model(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return tiny.export(
         tiny.TinyAttention(), tmp_path_factory.mktemp("attn"), "detector", info, shapes, "mask"
     )
-
-
-def cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
 
 
 def tensorrt_missing() -> str | None:
