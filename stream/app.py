@@ -16,11 +16,14 @@ from pathlib import Path
 from engines.assets import demo_clip
 from engines.face_detect import FaceDetectorConfig, YuNetDetector
 from engines.runtime import DEVICE_CHOICES, PRECISION_CHOICES, resolve_device
+from stream.counting import RestoreCounter
 from stream.faces.tracker import TrackerConfig
-from stream.media.sinks import open_sink
+from stream.media.fidelity import Fidelity
+from stream.media.sinks import DEFAULT_CRF, NETWORK_OUTPUTS, open_sink, sink_fidelity
 from stream.media.sources import Source, open_source
 from stream.networks import Engines, check_engine_choices, default_models_dir, load_engines
 from stream.pipeline import Pipeline, Stage
+from stream.redact import redact
 from stream.restore.build import RestoreStage, build_processor, restore_stages, smoother_for_crop
 from stream.restore.config import FrameReport, ProcessorConfig
 from stream.stats import PipelineStats, ProgressReporter, ProgressUpdate
@@ -45,6 +48,10 @@ class StreamConfig:
 
     ``output``: file path, rtsp://, udp://, srt://, rtmp:// URL, or None (display / benchmark only).
     ``models``: directory holding ``detector.onnx`` and ``generator.onnx`` (None: by device).
+    ``crf``: x264 quality of a file output (default visually lossless). ``realtime``: pace a file input
+    to its timestamps (None: on when the output is a stream). ``reconnect_timeout_s``: outage a URL
+    input or a stream output may last before the run fails (None: forever). ``keep_reports``: keep
+    one FrameReport per frame (None: for a file input; the CLI only counts, in constant memory).
     """
 
     input: str = str(DEMO_CLIP)
@@ -61,6 +68,10 @@ class StreamConfig:
     intra_threads: int | None = None
     null_sink: bool = False
     progress: bool = True
+    crf: int = DEFAULT_CRF
+    realtime: bool | None = None
+    reconnect_timeout_s: float | None = None
+    keep_reports: bool | None = None
 
     def __post_init__(self) -> None:
         check_engine_choices(self.backend, self.device, self.precision)
@@ -72,6 +83,12 @@ class StreamConfig:
             raise ValueError(f"queue_size must be >= 1, got {self.queue_size}")
         if self.intra_threads is not None and self.intra_threads < 1:
             raise ValueError(f"intra_threads must be >= 1, got {self.intra_threads}")
+        if not 0 <= self.crf <= 51:
+            raise ValueError(f"crf must be in 0..51 (0 lossless, {DEFAULT_CRF} default), got {self.crf}")
+        if self.reconnect_timeout_s is not None and self.reconnect_timeout_s < 0:
+            raise ValueError(
+                f"reconnect_timeout_s must be >= 0 or None (forever), got {self.reconnect_timeout_s}"
+            )
         if self.output is not None and not _is_url(self.output) and not _is_url(self.input):
             if Path(self.output).resolve() == Path(self.input).resolve():
                 raise ValueError(f"output must differ from the input, got {self.output} for both")
@@ -92,6 +109,8 @@ class RunResult:
     models: Path
     reports: list[FrameReport] = field(default_factory=list)
     source_dropped: int = 0
+    masked_faces: int = 0
+    fidelity: Fidelity | None = None
 
 
 @dataclass
@@ -102,6 +121,7 @@ class OpenRun:
     stages: list[Stage]
     device: str
     models: Path
+    counter: RestoreCounter
 
 
 @contextmanager
@@ -110,7 +130,14 @@ def open_run(config: StreamConfig) -> Iterator[OpenRun]:
     device = resolve_device(config.device)
     models = config.models or default_models_dir(device)
     with ExitStack() as stack:
-        source = open_source(config.input)
+        to_stream = config.output is not None and config.output.lower().startswith(NETWORK_OUTPUTS)
+        realtime = to_stream if config.realtime is None else config.realtime
+        source = open_source(config.input, realtime=realtime, reconnect_timeout_s=config.reconnect_timeout_s)
+        if realtime and not source.info.is_live:
+            logger.info(
+                "input: paced to real time (%s)",
+                "file -> stream" if config.realtime is None else "--realtime",
+            )
         stack.callback(source.close)
         info = source.info
         engines = load_engines(
@@ -131,10 +158,12 @@ def open_run(config: StreamConfig) -> Iterator[OpenRun]:
         )
         face_detector = YuNetDetector(FaceDetectorConfig(max_faces=max(config.max_faces * 2, 8)))
         processor = build_processor(face_detector, engines.detector, engines.generator, pconf, device)
+        keep = not info.is_live if config.keep_reports is None else config.keep_reports
         restore, stages = restore_stages(
-            processor, (info.height, info.width), keep_reports=not info.is_live, queue_size=config.queue_size
+            processor, (info.height, info.width), keep_reports=keep, queue_size=config.queue_size
         )
-        yield OpenRun(source, engines, restore, stages, device, models)
+        counter = RestoreCounter(restore, keep_reports=keep)
+        yield OpenRun(source, engines, restore, counter.wrap(stages), device, models, counter)
 
 
 def run(
@@ -155,21 +184,27 @@ def run(
             if info.is_live:
                 raise ValueError("a live input needs --output (file or stream URL) or --display")
             output = str(default_output(config.input))
-        if output is not None and not _is_url(output):
-            Path(output).parent.mkdir(parents=True, exist_ok=True)
         audio_from = config.input if (config.keep_audio and info.has_audio and not info.is_live) else None
         stop = stop_event if stop_event is not None else threading.Event()
         # q / Esc in the window stops the whole run, not only the window.
-        sink = open_sink(output, info, audio_from=audio_from, display=config.display, on_quit=stop.set)
+        sink = open_sink(
+            output,
+            info,
+            audio_from=audio_from,
+            display=config.display,
+            on_quit=stop.set,
+            crf=config.crf,
+            reconnect_timeout_s=config.reconnect_timeout_s,
+        )
         reporter = ProgressReporter.for_info(info) if (config.progress and on_progress is None) else None
         logger.info(
             "run: %s (%dx%d @ %.2f fps, %s) -> %s | models %s | %s on %s",
-            config.input,
+            redact(config.input),
             info.width,
             info.height,
             info.fps,
             "live" if info.is_live else "file",
-            output or ("display" if config.display else "null"),
+            redact(output) if output else ("display" if config.display else "null"),
             models,
             engines.generator.backend,
             device,
@@ -181,6 +216,7 @@ def run(
             queue_size=config.queue_size,
             on_progress=on_progress or reporter,
             stop_event=stop,
+            reference_every=10 if output is not None and not _is_url(output) else 0,
         )
         try:
             stats = pipeline.run()
@@ -194,4 +230,6 @@ def run(
             backend=engines.generator.backend,
             models=models,
             reports=opened.restore.reports,
+            masked_faces=opened.counter.masked_faces,
+            fidelity=sink_fidelity(sink),
         )

@@ -12,9 +12,17 @@ script's wrapper) pass it to ``sys.exit``. Everything below raises typed errors 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+import threading
 from pathlib import Path
+from typing import Any
+
+from stream.media.sinks import DEFAULT_CRF
+from stream.redact import RedactingFilter, redact, redact_any
+from stream.shutdown import ShutdownSignals
+from stream.stats import PipelineStats
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -61,61 +69,133 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queue-size", type=int, default=4, help="frames buffered between pipeline stages")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per network (default: runtime's)")
     p.add_argument("--no-audio", action="store_true", help="do not copy the input's audio to the output file")
+    p.add_argument(
+        "--crf",
+        type=int,
+        default=DEFAULT_CRF,
+        help="x264 quality of a file output, 0 (lossless) .. 51; the default is visually lossless",
+    )
+    p.add_argument(
+        "--realtime",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="pace a file input to its timestamps (default: on when the output is a stream)",
+    )
+    p.add_argument(
+        "--reconnect-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long a live input or a stream output may be down before the run fails "
+        "(default: reconnect forever, with backoff)",
+    )
     p.add_argument("--stats-json", type=Path, default=None, help="write run statistics (latency, fps) here")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar / live line")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
 
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(levelname).1s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # a second line of defence; modules redact themselves
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
+
+
+def _stopped_by(signals: ShutdownSignals, stats: PipelineStats | None, error: bool) -> str:
+    """Why the run ended: a signal's name, "error", "stop" (q/Esc, stop()), or "end of input"."""
+    if signals.stopped_by is not None:
+        return signals.stopped_by
+    if error:
+        return "error"
+    return "stop" if stats is not None and stats.stopped else "end of input"
+
+
+def _write_stats(path: Path | None, summary: dict[str, Any]) -> str | None:
+    """Write the stats JSON; returns an error line instead of raising (the run's own result wins)."""
+    if path is None:
+        return None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(redact_any(summary), indent=2, allow_nan=False))
+    except (OSError, ValueError) as e:
+        return f"error: cannot write --stats-json {path}: {getattr(e, 'strerror', None) or e}"
+    return None
+
+
+def _summary_line(stats: PipelineStats, stopped_by: str, faces: int | None, output: str | None) -> str:
+    return (
+        f"done: {stats.frames_out} frames in {stats.wall_s:.1f} s ({stats.fps:.1f} fps), "
+        + (f"{faces} face restorations, " if faces is not None else "")
+        + f"dropped {stats.dropped_total}, stopped_by {stopped_by}"
+        + (f" -> {redact(output)}" if output else "")
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(levelname).1s %(name)s: %(message)s")
-    import json
+    _setup_logging(args.log_level)
 
     from engines.errors import EngineError
     from stream.app import StreamConfig, run
     from stream.errors import StageError, StreamError
 
-    try:
-        config = StreamConfig(
-            input=args.input,
-            output=args.output,
-            display=args.display,
-            backend=args.backend,
-            device=args.device,
-            precision=args.precision,
-            models=args.models,
-            max_faces=args.max_faces,
-            detect_every=args.detect_every,
-            queue_size=args.queue_size,
-            keep_audio=not args.no_audio,
-            intra_threads=args.threads,
-            progress=not args.quiet,
-        )
-        result = run(config)
-    except KeyboardInterrupt:
-        print("interrupted: what was processed so far has been written", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except StageError as e:
-        cause = e.__cause__
-        print(f"error: {e}", file=sys.stderr)
-        logging.getLogger("deocclude").debug("stage failure", exc_info=cause)
-        return EXIT_ERROR
-    except (StreamError, EngineError, FileNotFoundError, ValueError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(e, ValueError) else EXIT_ERROR
+    stop = threading.Event()
+    with ShutdownSignals(stop) as signals:
+        try:
+            config = StreamConfig(
+                input=args.input,
+                output=args.output,
+                display=args.display,
+                backend=args.backend,
+                device=args.device,
+                precision=args.precision,
+                models=args.models,
+                max_faces=args.max_faces,
+                detect_every=args.detect_every,
+                queue_size=args.queue_size,
+                keep_audio=not args.no_audio,
+                intra_threads=args.threads,
+                progress=not args.quiet,
+                crf=args.crf,
+                realtime=args.realtime,
+                reconnect_timeout_s=args.reconnect_timeout,
+                keep_reports=False,
+            )
+            result = run(config, stop_event=stop)
+        except KeyboardInterrupt:
+            # A second Ctrl-C: the pipeline closed its sink on the way out; no stats are complete.
+            print("interrupted: what was processed so far has been written", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except StageError as e:
+            print(f"error: {redact(str(e))}", file=sys.stderr)
+            logging.getLogger("deocclude").debug("stage failure", exc_info=e.__cause__)
+            stats = e.stats
+            if stats is not None:
+                by = _stopped_by(signals, stats, error=True)
+                print(_summary_line(stats, by, None, args.output), file=sys.stderr)
+                if problem := _write_stats(args.stats_json, {**stats.summary(), "stopped_by": by}):
+                    print(problem, file=sys.stderr)
+            return EXIT_ERROR
+        except (StreamError, EngineError, FileNotFoundError, ValueError, ImportError) as e:
+            print(f"error: {redact(str(e))}", file=sys.stderr)
+            return EXIT_USAGE if isinstance(e, ValueError) else EXIT_ERROR
 
     stats = result.stats
+    by = _stopped_by(signals, stats, error=False)
+    print(_summary_line(stats, by, result.masked_faces, result.output), file=sys.stderr)
     summary = stats.summary()
-    faces = sum(r.masked_faces for r in result.reports)
-    print(
-        f"done: {stats.frames_out} frames in {stats.wall_s:.1f} s ({stats.fps:.1f} fps), "
-        f"{faces} face restorations, dropped {stats.dropped_total}"
-        + (f" -> {result.output}" if result.output else ""),
-        file=sys.stderr,
+    summary.update(
+        stopped_by=by,
+        masked_faces=result.masked_faces,
+        device=result.device,
+        backend=result.backend,
+        models=str(result.models),
+        input=args.input,
+        output=result.output,
+        psnr_outside_faces_db=None if result.fidelity is None else result.fidelity.summary(),
     )
-    if args.stats_json:
-        args.stats_json.parent.mkdir(parents=True, exist_ok=True)
-        summary.update(device=result.device, backend=result.backend, models=str(result.models))
-        args.stats_json.write_text(json.dumps(summary, indent=2))
-    return EXIT_OK
+    if problem := _write_stats(args.stats_json, summary):
+        print(problem, file=sys.stderr)
+        return EXIT_ERROR
+    return signals.exit_code or EXIT_OK

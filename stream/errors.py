@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class StreamError(Exception):
     """Base class for errors of the video pipeline."""
@@ -16,8 +18,13 @@ class SinkError(StreamError, OSError):
 
 
 class StageError(StreamError, RuntimeError):
-    """A pipeline stage failed; ``__cause__`` holds the original exception."""
+    """A pipeline stage failed; ``__cause__`` holds the original exception.
+
+    ``stats``: the failed run's :class:`stream.stats.PipelineStats` when the pipeline raised it (the CLI
+    still writes them), else None.
+    """
 
     def __init__(self, stage: str, cause: BaseException) -> None:
         super().__init__(f"stage {stage!r} failed: {type(cause).__name__}: {cause}")
         self.stage = stage
+        self.stats: Any = None

@@ -39,7 +39,7 @@ from typing import Final, Protocol
 
 from stream.errors import StageError
 from stream.queues import BoundedQueue, EndOfStream, QueueStopped
-from stream.stats import PipelineStats, ProgressUpdate
+from stream.stats import PipelineStats, ProgressUpdate, RecentSamples
 from stream.types import Frame, VideoInfo
 
 logger = logging.getLogger(__name__)
@@ -52,6 +52,8 @@ RESERVED_NAMES: Final = frozenset({CAPTURE, RENDER, PROGRESS})
 # How long a stopped capture thread may take to notice the stop on its own before its source is
 # closed under it. Short, but long enough that a source between frames is never closed mid-decode.
 SOURCE_GRACE_S: Final = 0.25
+# Per-frame timings kept for the stats: 10 minutes at 30 fps, in a fixed ring (see RecentSamples).
+KEEP_SAMPLES: Final = 18_000
 
 
 class FrameSource(Protocol):
@@ -150,6 +152,9 @@ class Pipeline:
     render thread after each written frame with a :class:`ProgressUpdate` (e.g. a
     :class:`stream.stats.ProgressReporter`). ``stop_event``: an event the caller may set to stop,
     like :meth:`stop`. ``poll_s``: the longest any wait goes without checking the stop event.
+    ``keep_samples``: per-frame timings retained for the stats (the most recent ones; memory is
+    fixed). ``reference_every`` > 0: every N-th frame carries a copy of itself as decoded
+    (``Frame.reference_bgr_u8``) so a file sink can measure what encoding changed outside the faces.
     A pipeline runs once.
     """
 
@@ -165,11 +170,15 @@ class Pipeline:
         stop_event: threading.Event | None = None,
         join_timeout_s: float = 10.0,
         poll_s: float = 0.05,
+        keep_samples: int = KEEP_SAMPLES,
+        reference_every: int = 0,
     ) -> None:
         if not isinstance(queue_size, int) or queue_size < 1:
             raise ValueError(f"queue_size must be an int >= 1, got {queue_size!r}")
         if not join_timeout_s > 0:
             raise ValueError(f"join_timeout_s must be > 0, got {join_timeout_s}")
+        if reference_every < 0:
+            raise ValueError(f"reference_every must be >= 0 (0: off), got {reference_every}")
         names = [s.name for s in stages]
         for n in names:
             if not isinstance(n, str) or not n:
@@ -195,8 +204,9 @@ class Pipeline:
             BoundedQueue(queue_size, live=self.live, stop_event=self._stop, name=f"{a}->{b}", poll_s=poll_s)
             for a, b in pairwise(hops)
         ]
-        self._stage_ms: dict[str, list[float]] = {n: [] for n in hops}
-        self._latency_ms: list[float] = []
+        self._stage_ms = {n: RecentSamples(keep_samples) for n in hops}
+        self._latency_ms = RecentSamples(keep_samples)
+        self._reference_every = reference_every
         self._frames_in = 0
         self._frames_out = 0
         self._t0 = 0.0
@@ -256,6 +266,7 @@ class Pipeline:
         if first is not None:
             name, cause = first
             err = StageError(name, cause)
+            err.stats = stats
             if unjoined:
                 err.add_note(f"threads still running after {self._join_timeout_s:g} s: {', '.join(unjoined)}")
             raise err from cause
@@ -291,6 +302,8 @@ class Pipeline:
                     raise TypeError(f"source must yield Frame, got {type(frame).__name__}")
                 frame.timings[CAPTURE] = ms
                 times.append(ms)
+                if self._reference_every and frame.index % self._reference_every == 0:
+                    frame.reference_bgr_u8 = frame.bgr_u8.copy()  # a copy: a stage may paint in place
                 self._frames_in += 1
                 q_out.put(frame)
         except QueueStopped:
@@ -454,8 +467,8 @@ class Pipeline:
             frames_in=self._frames_in,
             frames_out=self._frames_out,
             dropped={q.name: q.dropped for q in self._queues},
-            stage_ms={k: list(v) for k, v in self._stage_ms.items()},
-            latency_ms=list(self._latency_ms),
+            stage_ms={k: v.values() for k, v in self._stage_ms.items()},
+            latency_ms=self._latency_ms.values(),
             wall_s=time.perf_counter() - self._t0,
             stopped=self._stop.is_set(),
             unjoined=unjoined,

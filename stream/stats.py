@@ -33,6 +33,39 @@ def distribution(values_ms: Sequence[float]) -> dict[str, float | int | None]:
     return {"n": n, "mean": float(a.mean()), "p50": p50, "p95": p95, "p99": p99, "max": float(a.max())}
 
 
+class RecentSamples:
+    """The last ``capacity`` float samples in a preallocated ring, plus count, sum and max of all of them.
+
+    A pipeline that runs for days must not keep one Python float per frame (that grew resident memory
+    by ~130 bytes a frame); the ring's memory is allocated, and touched, once at construction.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self._ring = np.full(capacity, np.nan, np.float64)  # full, not empty: pages touched now
+        self.count = 0
+        self.total = 0.0
+        self.max = -np.inf
+
+    def append(self, value: float) -> None:
+        self._ring[self.count % len(self._ring)] = value
+        self.count += 1
+        self.total += value
+        self.max = max(self.max, value)
+
+    def __len__(self) -> int:
+        return min(self.count, len(self._ring))
+
+    def values(self) -> list[float]:
+        """The retained samples, oldest first."""
+        cap = len(self._ring)
+        if self.count <= cap:
+            return self._ring[: self.count].tolist()
+        start = self.count % cap
+        return np.concatenate((self._ring[start:], self._ring[:start])).tolist()
+
+
 @dataclass(frozen=True)
 class PipelineStats:
     """Measurements of one :meth:`stream.pipeline.Pipeline.run`.
@@ -46,6 +79,8 @@ class PipelineStats:
     ``stopped``: the run ended by ``stop()``, Ctrl-C or an error rather than the source's end.
     ``unjoined``: names of threads still running after the join timeout (a stage stuck in a call).
     ``error``: one line describing the first error, or None.
+    Per-frame lists hold the last ``Pipeline(keep_samples=...)`` frames (all of a short run); the
+    percentiles describe those. ``frames_sampled`` says how many there are.
     """
 
     live: bool
@@ -87,6 +122,7 @@ class PipelineStats:
             "stopped": self.stopped,
             "unjoined": list(self.unjoined),
             "error": self.error,
+            "frames_sampled": len(self.latency_ms),
             "latency_ms": distribution(self.latency_ms),
             "stage_ms": {name: distribution(v) for name, v in self.stage_ms.items()},
         }

@@ -33,6 +33,8 @@ class Frame:
 
     ``captured_at`` is ``time.perf_counter()`` when the source produced it, for latency measurement.
     ``timings`` collects per-stage milliseconds as the frame moves through the pipeline.
+    ``reference_bgr_u8``: on sampled frames only, the frame as decoded, before restoration; a file sink
+    compares it with its own encoded output to measure what the codec changed outside the faces.
     """
 
     index: int
@@ -41,6 +43,7 @@ class Frame:
     bgr_u8: np.ndarray
     captured_at: float
     timings: dict[str, float] = field(default_factory=dict)
+    reference_bgr_u8: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         a = self.bgr_u8

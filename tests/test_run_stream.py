@@ -10,6 +10,7 @@ import pytest
 import run_stream
 from stream.app import DEMO_CLIP
 from stream.networks import MODELS_DIR
+from tests.stream.conftest import export_tiny_models
 
 DEMO_FRAMES = 24
 
@@ -41,20 +42,7 @@ def short_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Untrained tiny-profile networks exported by the training package (real ONNX, real interfaces)."""
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("onnx")
-    from training.export import export_models, save_checkpoint
-    from training.models import build_detector, build_generator
-    from training.models.profiles import get_profile
-
-    torch.manual_seed(0)
-    root = tmp_path_factory.mktemp("tiny_models")
-    profile = get_profile("tiny")
-    ckpt = save_checkpoint(
-        root / "tiny.pt", profile="tiny", detector=build_detector(profile), generator=build_generator(profile)
-    )
-    export_models(ckpt, root / "export")
-    return root / "export"
+    return export_tiny_models(tmp_path_factory.mktemp("tiny_models"))
 
 
 def _video_info(path: Path) -> tuple[int, int, int, list[int], bool]:

@@ -14,15 +14,17 @@ profile: fine for ffmpeg/VLC/mpv, not for browsers or most hardware decoders).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
 import threading
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import av
 import cv2
@@ -30,6 +32,9 @@ import numpy as np
 from av.video.reformatter import ColorRange, Colorspace, Interpolation
 
 from stream.errors import SinkError
+from stream.media.audio import AudioTrack
+from stream.media.fidelity import Fidelity, FidelityMeter
+from stream.redact import redact
 from stream.types import Frame, VideoInfo
 
 log = logging.getLogger(__name__)
@@ -108,7 +113,7 @@ def _even_size(info: VideoInfo, pix_fmt: str, what: str) -> tuple[int, int]:
     w, h = info.width, info.height
     if pix_fmt in _SUBSAMPLED and (w % 2 or h % 2):
         w2, h2 = w + w % 2, h + h % 2
-        log.info(
+        log.warning(
             "%s: %dx%d is odd; %s needs even sizes, encoding %dx%d with the last column/row repeated "
             "(pix_fmt='yuv444p' keeps the exact size)",
             what,
@@ -164,11 +169,47 @@ def _add_h264_stream(
     return vs
 
 
-class FileSink(Sink):
-    """H.264 mp4/mkv/mov at the input's size, frame rate and timestamps; audio remuxed from ``audio_from``.
+# Visually lossless for x264 (crf 23, its default, changed untouched pixels by ~36 dB PSNR).
+DEFAULT_CRF = 16
+# Fragmented MP4: a moof+mdat pair about every second, flushed as written, so a SIGKILL, a power loss
+# or a full disk keeps everything up to the last fragment (a plain MP4's index is written at the end:
+# without it the file is unreadable). delay_moov writes the header with the first fragment, once the
+# encoder's B-frame delay is known, so the first pts stays 0 as in the input. Matroska (.mkv) is
+# crash-safe by design (clusters) and needs no option.
+FRAGMENTED_MP4: Final = {
+    "movflags": "frag_keyframe+empty_moov+default_base_moof+delay_moov",
+    "frag_duration": "1000000",
+    "flush_packets": "1",
+}
+_DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
-    Audio packets are copied (no re-encode) and interleaved as video advances: after each video frame,
-    audio up to that frame's end is muxed, so an interrupted run keeps audio up to where video got.
+
+def _write_error(what: str, action: str, e: BaseException) -> SinkError:
+    code = getattr(e, "errno", None)
+    if code in _DISK_FULL:
+        why = "disk full" if code != errno.EFBIG else "file size limit reached"
+        return SinkError(
+            f"{what}: {action} failed: {why} ({os.strerror(code)}); the file keeps what was written "
+            "before, playable"
+        )
+    return SinkError(f"{what}: {action} failed: {getattr(e, 'strerror', None) or e}")
+
+
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SinkError(f"{path}: cannot create the output folder {path.parent}: {e.strerror or e}") from e
+
+
+class FileSink(Sink):
+    """H.264 mp4/mkv/mov at the input's size, frame rate and timestamps; audio from ``audio_from``.
+
+    ``.mp4``/``.mov`` are written fragmented by default (``fragmented=True``, see FRAGMENTED_MP4) so
+    an abrupt end keeps what was written. Audio is copied when the container takes its codec, else
+    transcoded to AAC, else dropped, said at start (:mod:`stream.media.audio`); it is interleaved as
+    video advances. ``fidelity_every`` > 0: the sink decodes its own output and measures PSNR outside
+    the faces on the frames that carry a reference (:mod:`stream.media.fidelity`); 0 turns it off.
     """
 
     def __init__(
@@ -178,55 +219,56 @@ class FileSink(Sink):
         *,
         audio_from: str | Path | None = None,
         codec: str = "libx264",
-        crf: int = 20,
+        crf: int = DEFAULT_CRF,
         preset: str = "veryfast",
         pix_fmt: str = "yuv420p",
+        fragmented: bool = True,
+        fidelity: bool = True,
     ) -> None:
         super().__init__(info)
+        if not 0 <= crf <= 51:
+            raise ValueError(f"crf must be in 0..51 (0 lossless, {DEFAULT_CRF} default), got {crf}")
         self.path = Path(path)
         what = str(self.path)
         self._size = _even_size(info, pix_fmt, what)
         self._pix_fmt = pix_fmt
-        self._audio_in: av.container.InputContainer | None = None
-        self._audio_packets: Iterator[av.Packet] | None = None
-        self._pending: av.Packet | None = None
-        self._audio_out: av.audio.stream.AudioStream | None = None
-        if self.path.is_dir() or not self.path.parent.is_dir():
-            problem = "is a directory" if self.path.is_dir() else f"folder {self.path.parent} does not exist"
-            raise SinkError(f"{what}: cannot create output file: {problem}")
+        self._audio: AudioTrack | None = None
+        self._meter: FidelityMeter | None = None
+        if self.path.is_dir():
+            raise SinkError(f"{what}: cannot create output file: is a directory")
+        _make_parent(self.path)
+        suffix = self.path.suffix.lower()
+        self._container_closed = False
+        self._fragmented = fragmented and suffix in (".mp4", ".mov", ".m4v")
+        self._good_size = 0
+        container_opts = dict(FRAGMENTED_MP4) if self._fragmented else {}
         try:
-            self._container = av.open(what, "w")
+            self._container = av.open(what, "w", options=container_opts)
         except (av.FFmpegError, OSError, ValueError) as e:
             raise SinkError(f"{what}: cannot create output file: {getattr(e, 'strerror', None) or e}") from e
         try:
             opts = {"crf": str(crf), "preset": preset} if codec.startswith("libx26") else {}
             self._vs = _add_h264_stream(self._container, info, self._size, codec, pix_fmt, opts)
             if audio_from is not None:
-                self._open_audio(Path(audio_from))
+                self._audio = AudioTrack.open(Path(audio_from), self._container, what)
             self._container.start_encoding()  # header now: a bad codec/format fails here, not mid-run
         except (av.FFmpegError, OSError, ValueError) as e:
             self._abort()
             raise SinkError(f"{what}: cannot start encoding ({codec}, {pix_fmt}): {e}") from e
+        if fidelity:
+            self._meter = FidelityMeter(
+                self._vs.codec_context.codec.canonical_name, self._vs.codec_context.extradata
+            )
 
-    def _open_audio(self, src: Path) -> None:
-        try:
-            self._audio_in = av.open(str(src))
-        except (av.FFmpegError, OSError) as e:
-            log.warning("%s: cannot read audio from %s (%s); writing video only", self.path, src, e)
-            return
-        if not self._audio_in.streams.audio:
-            self._audio_in.close()
-            self._audio_in = None
-            return
-        in_audio = self._audio_in.streams.audio[0]
-        try:
-            self._audio_out = self._container.add_stream_from_template(in_audio)
-        except ValueError as e:  # the container cannot hold this codec (e.g. pcm in mp4)
-            log.warning("%s: %s; writing video only (an .mkv output keeps this audio)", self.path, e)
-            self._audio_in.close()
-            self._audio_in = None
-            return
-        self._audio_packets = self._audio_in.demux(in_audio)
+    @property
+    def fidelity(self) -> Fidelity | None:
+        """PSNR outside the faces so far (None when not measured)."""
+        return None if self._meter is None else self._meter.result
+
+    @property
+    def audio_mode(self) -> str:
+        """``"copy"``, ``"aac"`` or ``"none"``."""
+        return "none" if self._audio is None else self._audio.mode
 
     def write(self, frame: Frame) -> None:
         self._check(frame)
@@ -235,33 +277,49 @@ class FileSink(Sink):
         vf = _to_video_frame(frame.bgr_u8, self._size, self._pix_fmt)
         vf.pts = self._pts(frame, info.time_base, info.fps)
         vf.time_base = info.time_base
+        if self._meter is not None and frame.reference_bgr_u8 is not None:
+            self._meter.expect(vf.pts, frame.bgr_u8, frame.reference_bgr_u8)
         try:
-            for packet in self._vs.encode(vf):
-                self._container.mux(packet)
-            self._mux_audio_until((vf.pts * info.time_base) + Fraction(1) / Fraction(info.fps))
+            self._mux_video(self._vs.encode(vf))
+            if self._audio is not None:
+                self._audio.mux_until((vf.pts * info.time_base) + Fraction(1) / Fraction(info.fps))
         except (av.FFmpegError, OSError) as e:
-            raise SinkError(f"{self.path}: writing frame {frame.index} failed: {e}") from e
+            self._keep_complete_fragments(e)
+            raise _write_error(str(self.path), f"writing frame {frame.index}", e) from e
         self.frames_written += 1
+        self._note_size()
 
-    def _mux_audio_until(self, t_s: Fraction) -> None:
-        if self._audio_packets is None or self._audio_out is None:
+    def _note_size(self) -> None:
+        # The muxer writes a fragment (moof + mdat) in one go once it is complete, flushed at once
+        # (flush_packets): the size after a successful write always ends on a fragment boundary.
+        if self._fragmented:
+            try:
+                self._good_size = os.stat(self.path).st_size
+            except OSError:
+                pass
+
+    def _keep_complete_fragments(self, e: BaseException) -> None:
+        """After a failed write (disk full), cut the half-written fragment so every player reads the file."""
+        if not self._fragmented or getattr(e, "errno", None) not in _DISK_FULL:
             return
-        while True:
-            if self._pending is None:
-                self._pending = next(self._audio_packets, None)
-                if self._pending is None:
-                    self._audio_packets = None
-                    return
-            p = self._pending
-            if p.size == 0 or p.dts is None:  # demux's end-of-stream marker
-                self._pending = None
-                continue
-            ts = p.pts if p.pts is not None else p.dts
-            if ts * p.time_base >= t_s:
-                return
-            p.stream = self._audio_out
-            self._container.mux(p)
-            self._pending = None
+        self._abort()
+        try:
+            os.truncate(self.path, self._good_size)
+        except OSError as err:
+            log.warning("%s: could not cut the half-written fragment: %s", self.path, err)
+            return
+        log.warning(
+            "%s: cut to %d bytes, the last complete fragment (%d frames)",
+            self.path,
+            self._good_size,
+            self.frames_written,
+        )
+
+    def _mux_video(self, packets: Sequence[av.Packet]) -> None:
+        for packet in packets:
+            if self._meter is not None:
+                self._meter.feed(packet)
+            self._container.mux(packet)
 
     def close(self) -> None:
         """Flush the encoder, copy audio up to the end of the last frame, write the trailer."""
@@ -270,28 +328,32 @@ class FileSink(Sink):
         self._closed = True
         error: BaseException | None = None
         try:
-            for packet in self._vs.encode(None):
-                self._container.mux(packet)
-            if self._last_pts is not None and self.info is not None:
+            self._mux_video(self._vs.encode(None))
+            if self._meter is not None:
+                self._meter.flush()
+            if self._audio is not None and self._last_pts is not None and self.info is not None:
                 end = self._last_pts * self.info.time_base + Fraction(1) / Fraction(self.info.fps)
-                self._mux_audio_until(end)
+                self._audio.mux_until(end)
         except (av.FFmpegError, OSError) as e:
             error = e
         finally:
             error = self._abort() or error
         if error is not None:
-            raise SinkError(f"{self.path}: closing failed: {error}") from error
+            self._keep_complete_fragments(error)
+            raise _write_error(str(self.path), "closing", error) from error
 
     def _abort(self) -> BaseException | None:
         self._closed = True
         err = None
+        if self._container_closed:
+            return None
+        self._container_closed = True
         try:
             self._container.close()
         except (av.FFmpegError, OSError) as e:
             err = e
-        if self._audio_in is not None:
-            self._audio_in.close()
-            self._audio_in = None
+        if self._audio is not None:
+            self._audio.close()
         return err
 
 
@@ -315,51 +377,135 @@ class StreamSink(Sink):
 
     RTSP is pushed with ANNOUNCE/RECORD over TCP to a server (or an FFmpeg listener), UDP/SRT carry
     MPEG-TS, RTMP carries FLV. Connecting happens in the constructor, bounded by ``timeout_s``.
+    When sending fails (the server restarted), the sink reconnects: frames written while it is down
+    are dropped and counted (``dropped``; live video must not queue up), attempts are spaced by
+    ``backoff`` (first, max) seconds, doubling, each one logged; after ``reconnect_timeout_s`` of
+    outage (None: forever) ``write`` raises :class:`SinkError`. ``reconnect=False`` raises at once.
     """
 
     def __init__(
-        self, url: str, info: VideoInfo, *, crf: int = 23, preset: str = "veryfast", timeout_s: float = 5.0
+        self,
+        url: str,
+        info: VideoInfo,
+        *,
+        crf: int = 23,
+        preset: str = "veryfast",
+        timeout_s: float = 5.0,
+        reconnect: bool = True,
+        reconnect_timeout_s: float | None = None,
+        backoff: tuple[float, float] = (0.5, 8.0),
     ) -> None:
         super().__init__(info)
-        self.url = url
-        out_url, fmt, fmt_opts = _stream_format(url)
-        self._size = _even_size(info, "yuv420p", url)
+        if not (0 < backoff[0] <= backoff[1]):
+            raise ValueError(f"backoff must be (first, max) with 0 < first <= max, got {backoff}")
+        self.url, self.safe_url = url, redact(url)
+        self.reconnect, self.reconnect_timeout_s, self.backoff = reconnect, reconnect_timeout_s, backoff
+        self._crf, self._preset, self._timeout_s = crf, preset, timeout_s
+        self._size = _even_size(info, "yuv420p", self.safe_url)
+        self.dropped = 0
+        self.reconnects = 0
+        self._down_since: float | None = None
+        self._next_attempt = 0.0
+        self._attempts = 0
+        self._connect()
+
+    def _connect(self) -> None:
+        info = self.info
+        assert info is not None
+        out_url, fmt, fmt_opts = _stream_format(self.url)
         if fmt == "rtsp":
-            fmt_opts["timeout"] = str(int(timeout_s * 1_000_000))  # socket I/O timeout, microseconds
+            fmt_opts["timeout"] = str(int(self._timeout_s * 1_000_000))  # socket I/O timeout, microseconds
+        container = None
         try:
-            self._container = av.open(out_url, "w", format=fmt, options=fmt_opts, timeout=timeout_s)
+            container = av.open(out_url, "w", format=fmt, options=fmt_opts, timeout=self._timeout_s)
             gop = str(max(1, round(info.fps)))
-            opts = {"crf": str(crf), "preset": preset, "tune": "zerolatency", "g": gop}
-            self._vs = _add_h264_stream(self._container, info, self._size, "libx264", "yuv420p", opts)
-            self._container.start_encoding()
+            opts = {"crf": str(self._crf), "preset": self._preset, "tune": "zerolatency", "g": gop}
+            vs = _add_h264_stream(container, info, self._size, "libx264", "yuv420p", opts)
+            container.start_encoding()
         except (av.FFmpegError, OSError, ValueError) as e:
-            if hasattr(self, "_container"):
-                _close_quietly(self._container)
-            raise SinkError(f"{url}: cannot open {fmt} output: {getattr(e, 'strerror', None) or e}") from e
+            if container is not None:
+                _close_quietly(container)
+            why = redact(str(getattr(e, "strerror", None) or e))
+            raise SinkError(f"{self.safe_url}: cannot open {fmt} output: {why}") from e
+        self._container: Any = container
+        self._vs = vs
 
     def write(self, frame: Frame) -> None:
         self._check(frame)
         info = self.info
         assert info is not None
+        pts = self._pts(frame, info.time_base, info.fps)
+        if self._down_since is not None and not self._try_reconnect():
+            self.dropped += 1
+            return
         vf = _to_video_frame(frame.bgr_u8, self._size, "yuv420p")
-        vf.pts = self._pts(frame, info.time_base, info.fps)
-        vf.time_base = info.time_base
+        vf.pts, vf.time_base = pts, info.time_base
         try:
             for packet in self._vs.encode(vf):
                 self._container.mux(packet)
         except (av.FFmpegError, OSError) as e:
-            raise SinkError(f"{self.url}: sending frame {frame.index} failed: {e}") from e
+            why = redact(str(getattr(e, "strerror", None) or e))
+            if not self.reconnect:
+                raise SinkError(f"{self.safe_url}: sending frame {frame.index} failed: {why}") from e
+            log.warning("%s: sending frame %d failed (%s); reconnecting", self.safe_url, frame.index, why)
+            _close_quietly(self._container)
+            self._down_since, self._next_attempt, self._attempts = time.monotonic(), 0.0, 0
+            self.dropped += 1
+            return
         self.frames_written += 1
+
+    def _try_reconnect(self) -> bool:
+        """One attempt when its backoff is due; True once connected. Raises after the outage limit."""
+        assert self._down_since is not None
+        now = time.monotonic()
+        outage = now - self._down_since
+        if self.reconnect_timeout_s is not None and outage >= self.reconnect_timeout_s:
+            raise SinkError(
+                f"{self.safe_url}: gave up after {outage:.0f} s of outage "
+                f"(--reconnect-timeout {self.reconnect_timeout_s:g}), {self._attempts} attempts, "
+                f"{self.dropped} frames dropped"
+            )
+        if now < self._next_attempt:
+            return False
+        self._attempts += 1
+        try:
+            self._connect()
+        except SinkError as e:
+            first, most = self.backoff
+            delay = min(most, first * 2 ** min(self._attempts - 1, 30))
+            self._next_attempt = time.monotonic() + delay
+            log.warning(
+                "%s: reconnect attempt %d failed (%s); next in %.1f s, down %.0f s, %d frames dropped",
+                self.safe_url,
+                self._attempts,
+                e.__cause__ or e,
+                delay,
+                outage,
+                self.dropped,
+            )
+            return False
+        self.reconnects += 1
+        log.info(
+            "%s: output reconnected after %d attempt(s), %.1f s down, %d frames dropped",
+            self.safe_url,
+            self._attempts,
+            outage,
+            self.dropped,
+        )
+        self._down_since = None
+        return True
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self._down_since is not None:
+            return  # the container was closed when the connection was lost
         try:
             for packet in self._vs.encode(None):
                 self._container.mux(packet)
         except (av.FFmpegError, OSError) as e:
-            log.warning("%s: flushing the stream failed: %s", self.url, e)
+            log.warning("%s: flushing the stream failed: %s", self.safe_url, redact(str(e)))
         finally:
             _close_quietly(self._container)
 
@@ -368,7 +514,9 @@ def _close_quietly(container: Any) -> None:
     try:
         container.close()
     except (av.FFmpegError, OSError) as e:
-        log.warning("closing %s failed: %s", getattr(container, "name", "output"), e)
+        log.warning(
+            "closing %s failed: %s", redact(str(getattr(container, "name", "output"))), redact(str(e))
+        )
 
 
 def opencv_has_gui() -> bool:
@@ -471,6 +619,14 @@ class TeeSink(Sink):
             raise first
 
 
+def sink_fidelity(sink: Sink) -> Fidelity | None:
+    """The PSNR outside the faces measured by the file sink in ``sink`` (a TeeSink is searched)."""
+    for s in sink.sinks if isinstance(sink, TeeSink) else [sink]:
+        if isinstance(s, FileSink):
+            return s.fidelity
+    return None
+
+
 NETWORK_OUTPUTS = ("rtsp://", "rtsps://", "udp://", "srt://", "rtmp://")
 
 
@@ -481,25 +637,30 @@ def open_sink(
     audio_from: str | Path | None = None,
     display: bool = False,
     on_quit: Callable[[], None] | None = None,
+    crf: int = DEFAULT_CRF,
+    reconnect_timeout_s: float | None = None,
 ) -> Sink:
     """A file path / rtsp:// / udp:// / srt:// / rtmp:// URL / None, plus an optional window.
 
     ``None`` without display gives a :class:`NullSink`; two outputs give a :class:`TeeSink`.
     ``on_quit`` is called (from the render thread) when the window's user presses q/Esc or closes it;
-    pass the pipeline's stop (e.g. ``stop_event.set``).
+    pass the pipeline's stop (e.g. ``stop_event.set``). ``crf`` is the file's x264 quality (a stream
+    keeps its low-latency crf 23); ``reconnect_timeout_s`` bounds a stream output's outage (None:
+    reconnect forever).
     """
     sinks: list[Sink] = []
     try:
         if spec is not None:
             text = str(spec)
             if text.lower().startswith(NETWORK_OUTPUTS):
-                sinks.append(StreamSink(text, info))
+                sinks.append(StreamSink(text, info, reconnect_timeout_s=reconnect_timeout_s))
             elif text.lower().startswith(("http://", "https://")):
                 raise SinkError(
-                    f"{text}: http output is not supported; use rtsp://, udp://, srt://, rtmp:// or a file"
+                    f"{redact(text)}: http output is not supported; use rtsp://, udp://, srt://, rtmp:// "
+                    "or a file"
                 )
             else:
-                sinks.append(FileSink(text, info, audio_from=audio_from))
+                sinks.append(FileSink(text, info, audio_from=audio_from, crf=crf))
         if display:
             sinks.append(DisplaySink(on_quit=on_quit))
     except BaseException:

@@ -28,6 +28,7 @@ import numpy as np
 from av.video.reformatter import Colorspace, Interpolation
 
 from stream.errors import SourceError
+from stream.redact import redact
 from stream.types import Frame, VideoInfo
 
 log = logging.getLogger(__name__)
@@ -142,12 +143,34 @@ def _video_stream(container: av.container.InputContainer, what: str) -> av.video
     return vs
 
 
-class FileSource(Source):
-    """Decode every frame of a video file, in order, with the file's own pts and time base."""
+def _file_rotation(path: str) -> int:
+    """The display rotation of a file's first video frame, counter-clockwise degrees in {0, 90, 180, 270}.
 
-    def __init__(self, path: str | Path) -> None:
+    Phones record sideways and put the rotation in the track header's display matrix; FFmpeg exposes
+    it on each decoded frame (``frame.rotation``), so it is read from the first frame of a separate
+    open (the main container must not be consumed before iteration starts).
+    """
+    try:
+        with av.open(path) as c:
+            for f in c.decode(video=0):
+                return round(float(f.rotation) / 90) * 90 % 360
+    except (av.FFmpegError, OSError) as e:
+        log.warning("%s: cannot read the rotation (%s); assuming upright", path, e)
+    return 0
+
+
+class FileSource(Source):
+    """Decode every frame of a video file, in order, with the file's own pts and time base.
+
+    Rotation metadata is applied: frames come out upright (``info`` has the upright size), so faces
+    are detected the right way up and the output needs no rotation tag. ``realtime=True`` paces
+    frames to their timestamps (a file sent to a stream output must not play fast-forward).
+    """
+
+    def __init__(self, path: str | Path, *, realtime: bool = False) -> None:
         super().__init__()
         self.path = Path(path)
+        self.realtime = realtime
         what = str(self.path)
         if self.path.is_dir():
             raise SourceError(f"{what}: is a directory, not a video file")
@@ -170,9 +193,13 @@ class FileSource(Source):
         if tb is None:
             tb = Fraction(1, 90_000)
             log.warning("%s: stream has no time base, using %s", what, tb)
+        self.rotation = _file_rotation(what)
+        width, height = (cc.height, cc.width) if self.rotation in (90, 270) else (cc.width, cc.height)
+        if self.rotation:
+            log.info("%s: rotated %d degrees in its metadata; frames are turned upright", what, self.rotation)
         self.info = VideoInfo(
-            width=cc.width,
-            height=cc.height,
+            width=width,
+            height=height,
             fps=fps,
             time_base=Fraction(tb),
             frame_count=self._vs.frames or None,
@@ -187,6 +214,8 @@ class FileSource(Source):
         packets = self._container.demux(self._vs)
         index = 0
         missing_pts_logged = False
+        turns = self.rotation // 90  # np.rot90 turns counter-clockwise, as the display matrix does
+        pace: tuple[float, int] | None = None  # (wall clock, pts) of the first frame when realtime
         try:
             while not self._stop.is_set():
                 with self._busy():
@@ -209,11 +238,19 @@ class FileSource(Source):
                             log.warning("%s: frames without pts, using index * %d", what, step)
                             missing_pts_logged = True
                         pts = index * step
+                    if self.realtime:
+                        pace = pace or (time.perf_counter(), pts)
+                        due = pace[0] + float((pts - pace[1]) * info.time_base)
+                        if self._stop.wait(max(0.0, due - time.perf_counter())):
+                            return
+                    bgr = frame_to_bgr_u8(f)
+                    if turns:
+                        bgr = np.ascontiguousarray(np.rot90(bgr, turns))
                     yield Frame(
                         index=index,
                         pts=pts,
                         time_base=info.time_base,
-                        bgr_u8=frame_to_bgr_u8(f),
+                        bgr_u8=bgr,
                         captured_at=time.perf_counter(),
                     )
                     index += 1
@@ -289,13 +326,28 @@ def _url_options(url: str, read_timeout_s: float) -> dict[str, str]:
     return opts
 
 
+def _open_error(url: str, e: BaseException, open_timeout_s: float) -> str:
+    """One line for a failed open; FFmpeg's "Immediate exit requested" means our open timeout fired."""
+    if isinstance(e, av.ExitError):
+        if url.lower().startswith("udp://"):
+            return (
+                f"{redact(url)}: no data received within {open_timeout_s:g} s "
+                "(UDP has no connection: is a sender streaming to this address and port?)"
+            )
+        return f"{redact(url)}: no answer within {open_timeout_s:g} s"
+    return f"{redact(url)}: cannot open stream: {redact(str(getattr(e, 'strerror', None) or e))}"
+
+
 class UrlSource(Source):
     """RTSP/HTTP/UDP/RTMP/SRT input through PyAV; reconnects with exponential backoff when it drops.
 
     Frame indices keep increasing and pts stay monotonic across reconnects. Opening fails fast (no
-    retry) within ``open_timeout_s``; a stalled read is abandoned after ``read_timeout_s`` and counts
-    as a drop. ``backoff`` is (first, max) seconds, doubling per failed attempt; after ``max_retries``
-    consecutive failed attempts iteration raises :class:`SourceError`.
+    retry) within ``open_timeout_s``. A stall is noticed by wall time: no frame for ``read_timeout_s``
+    is a drop (FFmpeg's own read timeout fires every ``read_timeout_s / 2`` so the check runs on time
+    even when a timed-out RTSP read first hands over what it had queued). ``backoff`` is (first, max)
+    seconds, doubling per failed attempt. Reconnecting goes on for ``reconnect_timeout_s`` of outage
+    (None: forever, the default for a live input) and at most ``max_retries`` attempts (None: no
+    limit); then iteration raises :class:`SourceError`. Every attempt is logged with its count.
     """
 
     def __init__(
@@ -303,7 +355,8 @@ class UrlSource(Source):
         url: str,
         *,
         reconnect: bool = True,
-        max_retries: int = 8,
+        max_retries: int | None = None,
+        reconnect_timeout_s: float | None = None,
         backoff: tuple[float, float] = (0.5, 8.0),
         open_timeout_s: float = 5.0,
         read_timeout_s: float = 5.0,
@@ -311,20 +364,24 @@ class UrlSource(Source):
         super().__init__()
         if not (0 < backoff[0] <= backoff[1]):
             raise ValueError(f"backoff must be (first, max) with 0 < first <= max, got {backoff}")
-        if max_retries < 0 or open_timeout_s <= 0 or read_timeout_s <= 0:
+        if (max_retries is not None and max_retries < 0) or open_timeout_s <= 0 or read_timeout_s <= 0:
             raise ValueError(
-                f"need max_retries >= 0 and positive timeouts, got {max_retries}, "
+                f"need max_retries >= 0 (or None) and positive timeouts, got {max_retries}, "
                 f"{open_timeout_s}, {read_timeout_s}"
             )
+        if reconnect_timeout_s is not None and reconnect_timeout_s < 0:
+            raise ValueError(f"reconnect_timeout_s must be >= 0 or None (forever), got {reconnect_timeout_s}")
         self.url, self.reconnect, self.max_retries, self.backoff = url, reconnect, max_retries, backoff
+        self.reconnect_timeout_s = reconnect_timeout_s
         self.open_timeout_s, self.read_timeout_s = open_timeout_s, read_timeout_s
         self.reconnects = 0  # successful reconnects, for monitoring
+        self.reconnect_attempts = 0  # all attempts, over the whole run
         self._container, self._vs = self._open()
         finite = self._container.duration is not None and url.lower().startswith(("http://", "https://"))
         self.info = VideoInfo(
             width=self._vs.codec_context.width,
             height=self._vs.codec_context.height,
-            fps=_stream_fps(self._vs, url),
+            fps=_stream_fps(self._vs, redact(url)),
             time_base=_LIVE_TIME_BASE,
             has_audio=bool(self._container.streams.audio),
             # A file served over HTTP has a duration: read it losslessly like a file.
@@ -332,16 +389,22 @@ class UrlSource(Source):
         )
         self._clock = _LiveClock(_LIVE_TIME_BASE)
 
+    @property
+    def safe_url(self) -> str:
+        """The URL with its password hidden: the only form that goes into logs and errors."""
+        return redact(self.url)
+
     def _open(self) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+        poll_s = max(0.2, self.read_timeout_s / 2)
         try:
             container = av.open(
                 self.url,
-                options=_url_options(self.url, self.read_timeout_s),
-                timeout=(self.open_timeout_s, self.read_timeout_s),
+                options=_url_options(self.url, poll_s),
+                timeout=(self.open_timeout_s, poll_s),
             )
         except (av.FFmpegError, OSError) as e:
-            raise SourceError(f"{self.url}: cannot open stream: {getattr(e, 'strerror', None) or e}") from e
-        return container, _video_stream(container, self.url)
+            raise SourceError(_open_error(self.url, e, self.open_timeout_s)) from e
+        return container, _video_stream(container, self.safe_url)
 
     def _frames(self) -> Iterator[Frame]:
         index = 0
@@ -351,15 +414,20 @@ class UrlSource(Source):
             while not self._stop.is_set():
                 packets = self._container.demux(self._vs)
                 reason = "end of stream"
+                last_frame = time.monotonic()
                 while not self._stop.is_set():
                     with self._busy():
                         try:
                             packet = next(packets, None)
                         except av.ExitError:  # our read-timeout interrupt fired
-                            reason = f"no data for {self.read_timeout_s:g} s"
+                            stalled = time.monotonic() - last_frame
+                            if stalled < self.read_timeout_s:
+                                packets = self._container.demux(self._vs)
+                                continue
+                            reason = f"no data for {stalled:.1f} s"
                             packet = None
                         except av.FFmpegError as e:
-                            reason = f"read error: {e.strerror or e}"
+                            reason = f"read error: {redact(str(e.strerror or e))}"
                             packet = None
                         if packet is None:
                             break
@@ -369,12 +437,13 @@ class UrlSource(Source):
                             continue  # a damaged packet (common right after a reconnect)
                     for f in decoded:
                         now = time.perf_counter()
+                        last_frame = time.monotonic()
                         bgr = frame_to_bgr_u8(f)
                         if bgr.shape[:2] != (h, w):
                             if not resize_logged:
                                 log.warning(
                                     "%s: size changed to %dx%d, resizing to %dx%d",
-                                    self.url,
+                                    self.safe_url,
                                     f.width,
                                     f.height,
                                     w,
@@ -391,22 +460,46 @@ class UrlSource(Source):
                     return
                 if not self.reconnect:
                     if reason == "end of stream":
-                        log.info("%s: stream ended", self.url)
+                        log.info("%s: stream ended", self.safe_url)
                         return
-                    raise SourceError(f"{self.url}: {reason}")
+                    raise SourceError(f"{self.safe_url}: {reason}")
                 self._reconnect(reason)
         except _Closed:
             return
 
     def _reconnect(self, reason: str) -> None:
+        # Said before closing: closing an RTSP session sends TEARDOWN, which may itself wait.
+        log.warning("%s: %s; reconnecting", self.safe_url, reason)
         with self._busy():
             self._container.close()
         first, most = self.backoff
         last_error = reason
-        for attempt in range(1, self.max_retries + 1):
-            delay = min(most, first * 2 ** (attempt - 1))
+        began = time.monotonic()
+        attempt = 0
+        limit = "forever" if self.reconnect_timeout_s is None else f"for {self.reconnect_timeout_s:g} s"
+        while True:
+            outage = time.monotonic() - began
+            if self.max_retries is not None and attempt >= self.max_retries:
+                raise SourceError(
+                    f"{self.safe_url}: gave up after {attempt} reconnect attempts ({outage:.0f} s): {last_error}"
+                )
+            if self.reconnect_timeout_s is not None and outage >= self.reconnect_timeout_s:
+                raise SourceError(
+                    f"{self.safe_url}: gave up after {outage:.0f} s of outage "
+                    f"(--reconnect-timeout {self.reconnect_timeout_s:g}), {attempt} attempts: {last_error}"
+                )
+            attempt += 1
+            self.reconnect_attempts += 1
+            delay = min(most, first * 2 ** min(attempt - 1, 30))
+            if self.reconnect_timeout_s is not None:
+                delay = max(0.0, min(delay, self.reconnect_timeout_s - outage))
             log.warning(
-                "%s: %s; reconnect %d/%d in %.1f s", self.url, last_error, attempt, self.max_retries, delay
+                "%s: reconnect attempt %d in %.1f s (down %.0f s, retrying %s)",
+                self.safe_url,
+                attempt,
+                delay,
+                outage,
+                limit,
             )
             if self._stop.wait(delay):
                 raise _Closed
@@ -414,13 +507,17 @@ class UrlSource(Source):
                 with self._busy():
                     self._container, self._vs = self._open()
             except SourceError as e:
-                last_error = str(e.__cause__ or e)
+                last_error = str(e)
                 continue
             self._clock.new_session()
             self.reconnects += 1
-            log.info("%s: reconnected after %d attempt(s)", self.url, attempt)
+            log.info(
+                "%s: reconnected after %d attempt(s), %.1f s down",
+                self.safe_url,
+                attempt,
+                time.monotonic() - began,
+            )
             return
-        raise SourceError(f"{self.url}: gave up after {self.max_retries} reconnect attempts: {last_error}")
 
     def _release(self) -> None:
         self._container.close()
@@ -540,13 +637,17 @@ class CameraSource(Source):
         self._cap.release()
 
 
-def open_source(spec: str | int) -> Source:
+def open_source(
+    spec: str | int, *, realtime: bool = False, reconnect_timeout_s: float | None = None
+) -> Source:
     """``0`` / ``"0"`` -> camera, a URL (rtsp, rtsps, http(s), udp, rtmp, srt) -> stream, else a file.
 
     Liveness comes from the source kind (``source.info.is_live``), never from the argument's type.
+    ``realtime`` paces a file to its timestamps; ``reconnect_timeout_s`` bounds a URL's outage
+    (None: reconnect forever).
     """
     if isinstance(spec, int) or (isinstance(spec, str) and spec.strip().isdigit()):
         return CameraSource(int(spec))
     if spec.lower().startswith(URL_SCHEMES):
-        return UrlSource(spec)
-    return FileSource(spec)
+        return UrlSource(spec, reconnect_timeout_s=reconnect_timeout_s)
+    return FileSource(spec, realtime=realtime)

@@ -131,3 +131,25 @@ def free_port() -> int:
 @pytest.fixture
 def port() -> int:
     return free_port()
+
+
+def export_tiny_models(root: Path) -> Path:
+    """Untrained tiny-profile networks exported by the training package (real ONNX, real interfaces)."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from training.export import export_models, save_checkpoint
+    from training.models import build_detector, build_generator
+    from training.models.profiles import get_profile
+
+    torch.manual_seed(0)
+    profile = get_profile("tiny")
+    ckpt = save_checkpoint(
+        root / "tiny.pt", profile="tiny", detector=build_detector(profile), generator=build_generator(profile)
+    )
+    export_models(ckpt, root / "export")
+    return root / "export"
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_tiny_models(tmp_path_factory.mktemp("tiny_models"))

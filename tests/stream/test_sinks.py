@@ -111,8 +111,12 @@ def test_interrupted_run_leaves_playable_file_with_audio_so_far(clip_audio: Clip
 
 def test_file_sink_errors(tmp_path: Path) -> None:
     info = VideoInfo(32, 24, 25.0, Fraction(1, 25))
-    with pytest.raises(SinkError, match="cannot create output file"):
-        FileSink(tmp_path / "no" / "such" / "dir" / "x.mp4", info)
+    FileSink(tmp_path / "new" / "dir" / "x.mp4", info).close()  # missing folders are made
+    (tmp_path / "plain_file").write_text("")
+    with pytest.raises(SinkError, match="cannot create the output folder .*plain_file"):
+        FileSink(tmp_path / "plain_file" / "dir" / "x.mp4", info)
+    with pytest.raises(SinkError, match="is a directory"):
+        FileSink(tmp_path, info)
     sink = FileSink(tmp_path / "x.mp4", info)
     with pytest.raises(ValueError, match="frame must be 32x24"):
         sink.write(Frame(0, 0, info.time_base, np.zeros((10, 10, 3), np.uint8), 0.0))
