@@ -21,6 +21,7 @@ from engines.prior.frame import NUM_MESH, NUM_VERTICES, extend_vertices
 from engines.prior.model import PriorModel
 
 NUM_COLOUR = 6  # per-channel gain (3) on the mean texture, then per-channel offset (3)
+OCCLUDED_THRESHOLD = 0.05  # occlusion-mask values above this count as occluded for the fit
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,7 @@ class PriorFitter:
         del s
         # Area resize and bilinear sampling both spread a pixel into its neighbours; a sample is visible
         # only if no occluded pixel contributes to it, so occluder colour cannot leak into the fit.
-        visible = (hidden <= 1e-3).astype(np.float32)
+        visible = (hidden <= 0.0).astype(np.float32)
         return tex.astype(np.float32) / 255.0, visible
 
     def fit_texture(
@@ -273,7 +274,8 @@ class PriorFitter:
     def _grown(self, occlusion_f32: np.ndarray) -> np.ndarray:
         s = occlusion_f32.shape[0]
         px = int(round(self.config.mask_grow * s))
-        occ = np.clip(occlusion_f32, 0.0, 1.0).astype(np.float32)
+        # Binary at a low threshold: a soft mask's faint tail counts as occluded, its ~0 noise does not.
+        occ = (occlusion_f32 > OCCLUDED_THRESHOLD).astype(np.float32)
         if px <= 0:
             return occ
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1))

@@ -129,10 +129,17 @@ def test_fit_reads_only_visible_pixels(fitter: PriorFitter, faces) -> None:  # t
     again = fitter.fit(scribbled, occ, lms)
     assert np.allclose(fit.texture_coeffs, again.texture_coeffs, atol=1e-4)
     assert np.allclose(fit.colour, again.colour, atol=1e-4)
+
     # Lower-face landmarks under the occluder carry no weight: moving them changes nothing.
-    moved = lms.copy()
-    hidden = occ[np.clip(lms[:, 1].astype(int), 0, S - 1), np.clip(lms[:, 0].astype(int), 0, S - 1)] > 0
-    moved[hidden, 1] += 6.0
+    def hidden_at(pts: np.ndarray) -> np.ndarray:
+        ij = np.clip(np.rint(pts[:, :2]).astype(int), 0, S - 1)
+        return occ[ij[:, 1], ij[:, 0]] > 0
+
+    shifted = lms.copy()
+    shifted[:, 1] += 6.0
+    hidden = hidden_at(lms) & hidden_at(shifted)  # under the occluder before and after the move
+    assert hidden.sum() > 50
+    moved = np.where(hidden[:, None], shifted, lms)
     coeffs, _ = fitter.fit_shape(moved, S, occ)
     assert np.allclose(coeffs, fit.shape_coeffs, atol=1e-4)
     assert 0.3 < fit.visible_fraction < 0.9
