@@ -34,7 +34,7 @@ class TrackPrior:
         self, crop_rgb_u8: np.ndarray, occlusion_f32: np.ndarray, landmarks_px: np.ndarray
     ) -> RenderedPrior:
         """(S, S, 3) uint8 RGB crop, (S, S) float32 occlusion in [0, 1], (468|478, 2|3) crop-pixel landmarks
-        -> the prior rendered into the crop (rgb01 + alpha)."""
+        -> the prior rendered into the crop (rgb01 + alpha; alpha 0 away from the occluded region)."""
         prior = self.memory.texture_prior() if self.memory is not None else None
         fit = self.fitter.fit(crop_rgb_u8, occlusion_f32, landmarks_px, texture_prior=prior)
         resets = self.smoother.resets
@@ -45,7 +45,10 @@ class TrackPrior:
             self.memory.observe(crop_rgb_u8, occlusion_f32, fit)
         self.last_fit = fit
         texture = self.memory.texture_for(fit) if self.memory is not None else None
-        return render_prior(self.fitter, fit, crop_rgb_u8.shape[0], texture_rgb01=texture)
+        # Only the occluded part is ever shown: draw just the triangles that reach it.
+        return render_prior(
+            self.fitter, fit, crop_rgb_u8.shape[0], texture_rgb01=texture, region=occlusion_f32 > 0.05
+        )
 
     def load_reference(self, crop_rgb_u8: np.ndarray, landmarks_px: np.ndarray) -> None:
         """Remember an unoccluded reference crop of this person up front (``--reference photo.jpg``)."""
