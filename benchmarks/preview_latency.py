@@ -80,17 +80,6 @@ def demo_frames(count: int) -> list[np.ndarray]:
     return out
 
 
-class _Counts:
-    """Faces restored so far, from the restore stage's reports (what the preview shows per frame)."""
-
-    def __init__(self, reports: list[Any]) -> None:
-        self._reports = reports
-
-    @property
-    def masked_faces(self) -> int:
-        return sum(r.masked_faces for r in self._reports)
-
-
 @contextmanager
 def running(
     view: ViewConfig, source: Any | None = None, *, max_faces: int = 1
@@ -100,7 +89,7 @@ def running(
     result) where ``result["stats"]`` is set once the run is over."""
     with open_run(StreamConfig(input=str(DEMO_CLIP), max_faces=max_faces, progress=False)) as opened:
         src = opened.source if source is None else source
-        views = open_views(view, opened.stages, src.info, counts=_Counts(opened.restore.reports))
+        views = open_views(view, opened.stages, src.info, counts=opened.counter)
         pipeline = Pipeline(src, views.stages, NullSink(), queue_size=4, on_progress=views.on_progress(None))
         result: dict[str, PipelineStats] = {}
         thread = threading.Thread(target=lambda: result.update(stats=pipeline.run()), daemon=True)

@@ -18,15 +18,18 @@ from engines.face_detect import FaceDetectorConfig, YuNetDetector
 from engines.runtime import DEVICE_CHOICES, PRECISION_CHOICES, resolve_device
 from stream.counting import RestoreCounter
 from stream.faces.tracker import TrackerConfig
+from stream.media.cameras import CameraRequest, is_camera_spec, open_camera
 from stream.media.fidelity import Fidelity
-from stream.media.sinks import DEFAULT_CRF, NETWORK_OUTPUTS, open_sink, sink_fidelity
+from stream.media.sinks import DEFAULT_CRF, NETWORK_OUTPUTS, Sink, open_sink, sink_fidelity
 from stream.media.sources import Source, open_source
+from stream.media.vcam import is_vcam, open_vcam_sink
 from stream.networks import Engines, check_engine_choices, default_models_dir, load_engines
-from stream.pipeline import Pipeline, Stage
+from stream.pipeline import FrameSink, Pipeline, Stage
 from stream.redact import redact
 from stream.restore.build import RestoreStage, build_processor, restore_stages, smoother_for_crop
 from stream.restore.config import FrameReport, ProcessorConfig
 from stream.stats import PipelineStats, ProgressReporter, ProgressUpdate
+from stream.view import OpenViews, ViewConfig, open_views
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +55,9 @@ class StreamConfig:
     to its timestamps (None: on when the output is a stream). ``reconnect_timeout_s``: outage a URL
     input or a stream output may last before the run fails (None: forever). ``keep_reports``: keep
     one FrameReport per frame (None: for a file input; the CLI only counts, in constant memory).
+    ``output`` may also be ``vcam`` / ``vcam:/dev/videoN`` (a virtual camera). ``compare``: input and
+    output in one frame (``side-by-side``, ``split``). ``preview``: ``[HOST:]PORT`` of the live web
+    preview. ``camera``: size / fps / fourcc asked of a camera input (None: the camera's choice).
     """
 
     input: str = str(DEMO_CLIP)
@@ -72,6 +78,9 @@ class StreamConfig:
     realtime: bool | None = None
     reconnect_timeout_s: float | None = None
     keep_reports: bool | None = None
+    compare: str | None = None
+    preview: str | None = None
+    camera: CameraRequest | None = None
 
     def __post_init__(self) -> None:
         check_engine_choices(self.backend, self.device, self.precision)
@@ -88,6 +97,11 @@ class StreamConfig:
         if self.reconnect_timeout_s is not None and self.reconnect_timeout_s < 0:
             raise ValueError(
                 f"reconnect_timeout_s must be >= 0 or None (forever), got {self.reconnect_timeout_s}"
+            )
+        ViewConfig(self.compare, self.preview)  # validates both
+        if self.camera is not None and not is_camera_spec(self.input):
+            raise ValueError(
+                f"camera size/fps apply to a camera input (0, /dev/videoN, camera:NAME), got {self.input!r}"
             )
         if self.output is not None and not _is_url(self.output) and not _is_url(self.input):
             if Path(self.output).resolve() == Path(self.input).resolve():
@@ -122,6 +136,7 @@ class OpenRun:
     device: str
     models: Path
     counter: RestoreCounter
+    views: OpenViews
 
 
 @contextmanager
@@ -132,7 +147,12 @@ def open_run(config: StreamConfig) -> Iterator[OpenRun]:
     with ExitStack() as stack:
         to_stream = config.output is not None and config.output.lower().startswith(NETWORK_OUTPUTS)
         realtime = to_stream if config.realtime is None else config.realtime
-        source = open_source(config.input, realtime=realtime, reconnect_timeout_s=config.reconnect_timeout_s)
+        if is_camera_spec(config.input):
+            source: Source = open_camera(config.input, config.camera)
+        else:
+            source = open_source(
+                config.input, realtime=realtime, reconnect_timeout_s=config.reconnect_timeout_s
+            )
         if realtime and not source.info.is_live:
             logger.info(
                 "input: paced to real time (%s)",
@@ -163,7 +183,11 @@ def open_run(config: StreamConfig) -> Iterator[OpenRun]:
             processor, (info.height, info.width), keep_reports=keep, queue_size=config.queue_size
         )
         counter = RestoreCounter(restore, keep_reports=keep)
-        yield OpenRun(source, engines, restore, counter.wrap(stages), device, models, counter)
+        views = open_views(
+            ViewConfig(config.compare, config.preview), counter.wrap(stages), info, counts=counter
+        )
+        stack.callback(views.close)
+        yield OpenRun(source, engines, restore, views.stages, device, models, counter, views)
 
 
 def run(
@@ -181,21 +205,30 @@ def run(
         info = source.info
         output = config.output
         if output is None and not config.display and not config.null_sink:
-            if info.is_live:
-                raise ValueError("a live input needs --output (file or stream URL) or --display")
-            output = str(default_output(config.input))
+            if info.is_live and config.preview is None:
+                raise ValueError(
+                    "a live input needs --output (file, stream URL or vcam), --display or --preview"
+                )
+            output = None if info.is_live else str(default_output(config.input))
         audio_from = config.input if (config.keep_audio and info.has_audio and not info.is_live) else None
         stop = stop_event if stop_event is not None else threading.Event()
         # q / Esc in the window stops the whole run, not only the window.
-        sink = open_sink(
-            output,
-            info,
-            audio_from=audio_from,
-            display=config.display,
-            on_quit=stop.set,
-            crf=config.crf,
-            reconnect_timeout_s=config.reconnect_timeout_s,
-        )
+        sink_info = opened.views.sink_info  # twice as wide with --compare side-by-side
+        sink: FrameSink
+        if output is not None and is_vcam(output):
+            sink = open_vcam_sink(
+                output, sink_info, audio_from=audio_from, display=config.display, on_quit=stop.set
+            )
+        else:
+            sink = open_sink(
+                output,
+                sink_info,
+                audio_from=audio_from,
+                display=config.display,
+                on_quit=stop.set,
+                crf=config.crf,
+                reconnect_timeout_s=config.reconnect_timeout_s,
+            )
         reporter = ProgressReporter.for_info(info) if (config.progress and on_progress is None) else None
         logger.info(
             "run: %s (%dx%d @ %.2f fps, %s) -> %s | models %s | %s on %s",
@@ -214,9 +247,9 @@ def run(
             opened.stages,
             sink,
             queue_size=config.queue_size,
-            on_progress=on_progress or reporter,
+            on_progress=opened.views.on_progress(on_progress or reporter),
             stop_event=stop,
-            reference_every=10 if output is not None and not _is_url(output) else 0,
+            reference_every=10 if output is not None and not _is_url(output) and not is_vcam(output) else 0,
         )
         try:
             stats = pipeline.run()
@@ -231,5 +264,5 @@ def run(
             models=models,
             reports=opened.restore.reports,
             masked_faces=opened.counter.masked_faces,
-            fidelity=sink_fidelity(sink),
+            fidelity=sink_fidelity(sink) if isinstance(sink, Sink) else None,
         )

@@ -39,13 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--input",
         "-i",
         default=str(DEMO_CLIP),
-        help="video file, rtsp:// / http(s):// / udp:// URL, or camera index (0, 1, ...)",
+        help="video file, rtsp:// / http(s):// / udp:// URL, or a camera: index (0, 1, ...), /dev/videoN "
+        "or camera:NAME (see --list-cameras)",
     )
     p.add_argument(
         "--output",
         "-o",
         default=None,
-        help="output file (.mp4/.mkv), or rtsp:// / udp:// / srt:// / rtmp:// URL; "
+        help="output file (.mp4/.mkv), rtsp:// / udp:// / srt:// / rtmp:// URL, or vcam[:/dev/videoN] "
+        "(a virtual camera for video calls, extra 'vcam'); "
         "default for a file input: out/<name>_restored.mp4",
     )
     p.add_argument("--display", action="store_true", help="show the restored video in a window (q/Esc quits)")
@@ -89,10 +91,52 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long a live input or a stream output may be down before the run fails "
         "(default: reconnect forever, with backoff)",
     )
+    _add_live_options(p)
     p.add_argument("--stats-json", type=Path, default=None, help="write run statistics (latency, fps) here")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar / live line")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
+
+
+def _add_live_options(p: argparse.ArgumentParser) -> None:
+    from stream.media.compare import COMPARE_MODES
+    from stream.presets import PRESETS
+
+    p.add_argument(
+        "--compare",
+        choices=COMPARE_MODES,
+        default=None,
+        help="input and output in one frame: side-by-side (twice as wide) or split (left half input)",
+    )
+    p.add_argument(
+        "--preview",
+        default=None,
+        metavar="[HOST:]PORT",
+        help="serve a live preview page and /stream.mjpg on HOST:PORT (host 127.0.0.1 unless given)",
+    )
+    p.add_argument(
+        "--list-cameras", action="store_true", help="list the cameras (index, device, name) and exit"
+    )
+    p.add_argument(
+        "--camera-size", default=None, metavar="WxH", help="size to ask a camera input for, e.g. 1280x720"
+    )
+    p.add_argument("--camera-fps", type=float, default=None, help="frame rate to ask a camera input for")
+    p.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        default=None,
+        help="; ".join(f"{n}: {pr.why}" for n, pr in PRESETS.items()) + " (explicit options override it)",
+    )
+
+
+def _camera_request(args: argparse.Namespace) -> Any:
+    """The CameraRequest of --camera-size / --camera-fps, or None when neither is given."""
+    from stream.media.cameras import CameraRequest, parse_size
+
+    if args.camera_size is None and args.camera_fps is None:
+        return None
+    w, h = parse_size(args.camera_size) if args.camera_size else (None, None)
+    return CameraRequest(width=w, height=h, fps=args.camera_fps)
 
 
 def _setup_logging(level: str) -> None:
@@ -133,8 +177,22 @@ def _summary_line(stats: PipelineStats, stopped_by: str, faces: int | None, outp
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     _setup_logging(args.log_level)
+    if args.list_cameras:
+        from stream.media.cameras import format_cameras, list_cameras
+
+        print(format_cameras(list_cameras()))
+        return EXIT_OK
+    if args.preset is not None:
+        from stream.presets import apply_preset
+
+        try:
+            apply_preset(args.preset, args, parser, sys.argv[1:] if argv is None else argv)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_USAGE
 
     from engines.errors import EngineError
     from stream.app import StreamConfig, run
@@ -161,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
                 realtime=args.realtime,
                 reconnect_timeout_s=args.reconnect_timeout,
                 keep_reports=False,
+                compare=args.compare,
+                preview=args.preview,
+                camera=_camera_request(args),
             )
             result = run(config, stop_event=stop)
         except KeyboardInterrupt:
