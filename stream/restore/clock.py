@@ -41,7 +41,14 @@ class StageClock:
         self._wall[key][1] = time.perf_counter()
 
     def read(self) -> dict[str, float]:
-        """Milliseconds per started key; on CUDA only once the stream has passed every stop()."""
+        """Milliseconds per started key. On CUDA it waits for each stop event first: a stage stopped
+        after the frame's last sync (e.g. when no face needs the generator) may still be in flight,
+        and ``elapsed_time`` of an unfinished event raises."""
         if self._stream is not None:
-            return {k: float(self._events[k][0].elapsed_time(self._events[k][1])) for k in self._wall}
+            times = {}
+            for k in self._wall:
+                start, stop = self._events[k]
+                stop.synchronize()
+                times[k] = float(start.elapsed_time(stop))
+            return times
         return {k: (t1 - t0) * 1e3 for k, (t0, t1) in self._wall.items()}
