@@ -13,7 +13,9 @@ on, scarves, sunglasses, hands, free-form, microphones, phones, hair), a synthet
   region, counted);
 - ``segmenter_clean_region``: the same with the clean crop's region (what a perfect region would give);
 - ``detector`` = FMODR detector probability > 0.5, restricted to the segmenter's region;
-- ``union`` / ``intersection``: per-pixel combinations of ``segmenter`` and ``detector``.
+- ``union`` / ``intersection``: per-pixel combinations of ``segmenter`` and ``detector``;
+  ``union_gated``: the union only on faces where the segmenter flags something (the segmenter decides
+  whether a face is occluded, the detector may widen the mask; a bare face stays untouched).
 
 IoU is reported pooled over the kind's samples (sum of intersections / sum of unions) and as the mean
 of per-sample IoUs. On bare faces: the share of face pixels flagged (mean, worst) and the share of bare
@@ -67,6 +69,7 @@ METHODS = (
     "segmenter_clean_region",
     "detector",
     "union",
+    "union_gated",
     "intersection",
 )
 MeshFn = Callable[[np.ndarray], "np.ndarray | None"]
@@ -183,6 +186,7 @@ def evaluate(
                     "segmenter_clean_region": occlusion_mask(v, smp.region_f32, cfg) > 0,
                     "detector": det_mask,
                     "union": seg | det_mask,
+                    "union_gated": seg | det_mask if seg.any() else seg,
                     "intersection": seg & det_mask,
                 }
                 for m, p in preds.items():
