@@ -21,11 +21,16 @@ SUBNASALE = 2  # mediapipe mesh point under the nose: below it is "the lower fac
 class MemoryConfig:
     """``min_lower_visible``: share of the lower-face texture pixels that must be visible for a frame to be
     remembered; ``rate``: weight of a new bare frame in the running texture; ``strength``: pull of the
-    remembered coefficients in the fit (see :class:`TexturePrior`)."""
+    remembered coefficients in the fit (see :class:`TexturePrior`); ``texture_weight``: how much of the
+    rendered texture is the remembered one (1) rather than the fit's statistical one (0). Measured with
+    another photo of the person as the reference (``benchmarks/results/prior_quality.json``): 1 raises
+    the identity cosine by ~0.05 and costs ~3.3 dB inside the mask (the photo's pose and expression
+    differ); 0.5 is in between (+0.025, -1.3 dB; 12 faces at 128 px)."""
 
     min_lower_visible: float = 0.9
     rate: float = 0.2
     strength: float = 4.0
+    texture_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.min_lower_visible <= 1.0:
@@ -34,6 +39,8 @@ class MemoryConfig:
             raise ValueError(f"rate must be in (0, 1], got {self.rate}")
         if self.strength < 0:
             raise ValueError(f"strength must be >= 0, got {self.strength}")
+        if not 0.0 <= self.texture_weight <= 1.0:
+            raise ValueError(f"texture_weight must be in [0, 1], got {self.texture_weight}")
 
 
 class IdentityMemory:
@@ -108,7 +115,7 @@ class IdentityMemory:
             return None
         own = self.fitter.texture(fit)
         remembered = self._texture + self._colour_terms(fit)
-        w = self._weight[:, None]
+        w = self.config.texture_weight * self._weight[:, None]
         return np.clip(w * remembered + (1.0 - w) * own, 0.0, 1.0).astype(np.float32)
 
     def reset(self) -> None:
