@@ -36,6 +36,7 @@ from engines.runtime import resolve_device
 from stream.errors import StreamError
 from stream.faces.front_end import LocatedFaces
 from stream.restore.clock import StageClock
+from stream.restore.composite import paste_roi
 from stream.restore.config import ProcessorConfig
 from stream.restore.ops import STAT_EXTENT, EngineOutputError, StagedFrame
 
@@ -262,7 +263,8 @@ class TorchOps:
         hw = (int(frame.shape[0]), int(frame.shape[1]))
         pastes = []
         for j, i in enumerate(faces):
-            roi = ops.paste_roi(hw, stats[j, STAT_EXTENT], staged.alignments[i], feather)
+            # The numpy ops' own ROI maths: the torch ops paste exactly where warp_face would.
+            roi = paste_roi(hw, stats[j, STAT_EXTENT], staged.alignments[i], feather)
             if roi is not None:
                 pastes.append((j, i, roi))
         region = None

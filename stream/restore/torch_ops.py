@@ -33,9 +33,6 @@ import torch
 import torch.nn.functional as F
 
 from engines.crop import Alignment
-
-# paste_roi is the CPU path's own ROI maths, re-exported: the GPU processor pastes where warp_face would.
-from stream.restore.composite import paste_roi as paste_roi
 from stream.restore.smoother import PerTrackState, SmootherConfig, disk, gaussian_feather
 
 Tensor = torch.Tensor
@@ -312,7 +309,7 @@ def face_region(
     frame_hw: tuple[int, int], alignments: Sequence[Alignment], feather_px: int
 ) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1), clipped to the frame: every pixel a crop reads (bilinear neighbours included)
-    and every pixel :func:`paste_roi` can return (its crop window lies in [0, S]^2, mapped, plus
+    and every pixel :func:`stream.restore.composite.paste_roi` can return (its crop window lies in [0, S]^2, mapped, plus
     ``1 + feather_px``). Only this rectangle is uploaded: for a small face in a 4K frame, a few percent."""
     h, w = frame_hw
     s = alignments[0].crop_size

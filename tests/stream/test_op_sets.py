@@ -32,9 +32,9 @@ from engines.torch_engine import TorchEngine  # noqa: E402
 from stream.errors import StreamError  # noqa: E402
 from stream.faces.front_end import inside_mask_from_alpha  # noqa: E402
 from stream.pipeline import FunctionStage, Pipeline  # noqa: E402
-from stream.restore import torch_ops as gpu_ops  # noqa: E402
+from stream.restore import torch_ops  # noqa: E402
 from stream.restore.build import build_processor  # noqa: E402
-from stream.restore.composite import paste_back  # noqa: E402
+from stream.restore.composite import paste_back, paste_roi  # noqa: E402
 from stream.restore.config import FrameReport, ProcessorConfig  # noqa: E402
 from stream.restore.numpy_ops import NumpyOps  # noqa: E402
 from stream.restore.ops import STAT_EXTENT, STAT_HOLE_PX, EngineOutputError  # noqa: E402
@@ -222,9 +222,9 @@ def test_warp_crops_matches_warp_to_crop_and_inside_masks() -> None:
     bgra = cv2.cvtColor(frame, cv2.COLOR_BGR2BGRA)
     alignments = [estimate_alignment(f.landmarks, S) for f in FACES]
     mats = torch.from_numpy(np.stack([a.inverse for a in alignments]))
-    crops, alpha = gpu_ops.warp_crops(torch.from_numpy(frame), mats, S)
+    crops, alpha = torch_ops.warp_crops(torch.from_numpy(frame), mats, S)
     assert crops.shape == (3, 3, S, S) and crops.dtype == torch.float32 and crops.is_contiguous()
-    inside = gpu_ops.inside_from_alpha(alpha)
+    inside = torch_ops.inside_from_alpha(alpha)
     for i, a in enumerate(alignments):
         ref = warp_to_crop(bgra, a)
         ref_rgb01 = ref[:, :, 2::-1].transpose(2, 0, 1) * np.float32(1 / 255)
@@ -241,11 +241,11 @@ def test_warp_crops_matches_warp_to_crop_and_inside_masks() -> None:
 def test_warp_crops_reads_a_region_of_the_frame_like_the_whole_frame() -> None:
     frame = make_frame(1)
     a = estimate_alignment(FACES[0].landmarks, S)
-    whole, _ = gpu_ops.warp_crops(torch.from_numpy(frame), torch.from_numpy(a.inverse[None].copy()), S)
+    whole, _ = torch_ops.warp_crops(torch.from_numpy(frame), torch.from_numpy(a.inverse[None].copy()), S)
     x0, y0 = 20, 30
     mats = a.inverse[None].copy()
     mats[:, :, 2] -= (x0, y0)
-    part, _ = gpu_ops.warp_crops(torch.from_numpy(frame[y0:, x0:].copy()), torch.from_numpy(mats), S)
+    part, _ = torch_ops.warp_crops(torch.from_numpy(frame[y0:, x0:].copy()), torch.from_numpy(mats), S)
     levels = (whole - part).abs() * 255
     assert levels.max() <= 1.0 + 1e-4 and (levels > 0.5).float().mean() < 0.01, "float noise only"
 
@@ -256,8 +256,8 @@ def test_gaussian_blur_u8_is_bit_exact_with_opencv() -> None:
         k = 2 * f + 1
         core = cv2.dilate(((rng.random((40, 50)) > 0.8) * 255).astype(np.uint8), np.ones((3, 3), np.uint8))
         ref = cv2.GaussianBlur(core, (k, k), f / 2.0, borderType=cv2.BORDER_CONSTANT)
-        kernel = torch.from_numpy(gpu_ops.gaussian_kernel_u8(k, f / 2.0))
-        got = gpu_ops.gaussian_blur_u8(torch.from_numpy(core).float()[None, None], kernel)[0, 0]
+        kernel = torch.from_numpy(torch_ops.gaussian_kernel_u8(k, f / 2.0))
+        got = torch_ops.gaussian_blur_u8(torch.from_numpy(core).float()[None, None], kernel)[0, 0]
         assert np.array_equal(got.numpy(), ref.astype(np.float64)), f"feather {f}"
 
 
@@ -269,7 +269,7 @@ def test_gaussian_blur_u8_is_bit_exact_with_opencv() -> None:
 def test_torch_smoother_matches_mask_smoother_bit_for_bit(config: SmootherConfig) -> None:
     rng = np.random.default_rng(1)
     yy, xx = np.mgrid[:S, :S]
-    ref, dev = MaskSmoother(config), gpu_ops.TorchMaskSmoother(config)
+    ref, dev = MaskSmoother(config), torch_ops.TorchMaskSmoother(config)
     schedule = [[1, 2, 3]] * 5 + [[2, 3, 4]] * 5 + [[4, 2]] * 4  # tracks start, end and come back in
     for t, ids in enumerate(schedule):
         probs = []
@@ -355,14 +355,16 @@ def test_warp_back_and_blend_match_paste_back(feather: int) -> None:
     for i, a in enumerate(aligns):
         m = masks[i] > 0
         rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
-        rois.append(gpu_ops.paste_roi((H, W), np.array([rows[0], rows[-1], cols[0], cols[-1]]), a, feather))
+        rois.append(paste_roi((H, W), np.array([rows[0], rows[-1], cols[0], cols[-1]]), a, feather))
     mats = np.stack([a.matrix for a in aligns])
     mats[:, :, 2] += np.einsum(
         "nij,nj->ni", mats[:, :, :2], np.array([r[:2] for r in rois], dtype=np.float64)
     )
     sizes = np.array([(r[3] - r[1], r[2] - r[0]) for r in rois])
-    kernel = torch.from_numpy(gpu_ops.gaussian_kernel_u8(2 * feather + 1, feather / 2.0)) if feather else None
-    bgr, alpha = gpu_ops.warp_back(
+    kernel = (
+        torch.from_numpy(torch_ops.gaussian_kernel_u8(2 * feather + 1, feather / 2.0)) if feather else None
+    )
+    bgr, alpha = torch_ops.warp_back(
         torch.from_numpy(restored),
         torch.from_numpy(np.stack(masks)),
         torch.from_numpy(mats),
@@ -372,7 +374,9 @@ def test_warp_back_and_blend_match_paste_back(feather: int) -> None:
     )
     out = torch.from_numpy(got)
     for k, (x0, y0, x1, y1) in enumerate(rois):
-        gpu_ops.blend_into(out[y0:y1, x0:x1], bgr[k, :, : y1 - y0, : x1 - x0], alpha[k, : y1 - y0, : x1 - x0])
+        torch_ops.blend_into(
+            out[y0:y1, x0:x1], bgr[k, :, : y1 - y0, : x1 - x0], alpha[k, : y1 - y0, : x1 - x0]
+        )
     diff = np.abs(got.astype(int) - want.astype(int))
     assert np.any(want != frame), "paste_back changed something"
     assert diff.max() <= 2 and diff.mean() < 0.01, (diff.max(), diff.mean())
