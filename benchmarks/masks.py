@@ -9,8 +9,7 @@ on, scarves, sunglasses, hands, free-form, microphones, phones, hair), a synthet
 - ``segmenter`` = :func:`engines.occlusion_mask.occlusion_mask` of the segmenter's two outputs on the
   occluded crop: its learned whole-face region minus its visible face (what the product runs);
 - ``segmenter_mesh_region``: the same visible face, but the region from the face mesh of the OCCLUDED
-  crop (:mod:`engines.facemesh`, static mode; where the mesh finds no face, the mean training-face
-  region, counted);
+  crop (:mod:`engines.facemesh`, static mode; where the mesh finds no face, the learned region, counted);
 - ``segmenter_clean_region``: the same with the clean crop's region (what a perfect region would give);
 - ``detector`` = FMODR detector probability > 0.5, restricted to the segmenter's region;
 - ``union`` / ``intersection``: per-pixel combinations of ``segmenter`` and ``detector``;
@@ -142,7 +141,6 @@ def evaluate(
     segmenter: OnnxRuntimeEngine,
     detector: OnnxRuntimeEngine,
     mesh_fn: MeshFn,
-    fallback_region: np.ndarray,
     *,
     per_face: int = 2,
     seed: int = 7,
@@ -170,12 +168,12 @@ def evaluate(
             missed = 0
             for n, (smp, v, r, d) in enumerate(zip(samples, vis, learned, det, strict=True)):
                 mesh = mesh_fn(smp.image_rgb_u8)
+                region = (r > 0.5).astype(np.float32)
                 if mesh is None:
                     missed += 1
-                    mesh_region = fallback_region
+                    mesh_region = region
                 else:
                     mesh_region = face_region_mask(mesh, (size, size))
-                region = (r > 0.5).astype(np.float32)
                 truth = smp.true_occlusion
                 face_px = float((smp.region_f32 > 0.5).sum())
                 seg = occlusion_mask(v, region, cfg) > 0
@@ -196,7 +194,7 @@ def evaluate(
             per_kind[kind] = {m: s.summary() for m, s in stats.items()}
             mesh_missed[kind] = missed
             if missed:
-                log.info("%s/%s: face mesh found no face on %d of %d occluded crops (mean region used)",
+                log.info("%s/%s: face mesh found no face on %d of %d occluded crops (learned region used)",
                          set_name, kind, missed, len(samples))  # fmt: skip
             seg_s = per_kind[kind]["segmenter"]
             det_s = per_kind[kind]["detector"]
@@ -253,25 +251,15 @@ def held_out_faces(cache_dir: Path, size: int) -> dict[str, Any]:
     return out
 
 
-def mean_training_region(cache_dir: Path, size: int) -> np.ndarray:
-    """(S, S) float32 {0, 1}: pixels inside the face region of at least half the training faces."""
-    from training.data.segmentation_faces import FaceSet
-
-    files = sorted(cache_dir.glob("*_train_*.npz"))
-    if not files:
-        raise FileNotFoundError(
-            f"no training face caches (*_train_*.npz) in {cache_dir}; run the training first"
-        )
-    regions = np.concatenate([FaceSet.load(f).at_size(size).regions for f in files])
-    return (regions.mean(axis=0) >= 0.5).astype(np.float32)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.masks", description=__doc__.split("\n\n")[0])
     parser.add_argument("--segmenter", type=Path, default=Path("models/small/segmenter.onnx"))
     parser.add_argument("--detector", type=Path, default=Path("models/small/detector.onnx"))
     parser.add_argument(
-        "--cache", type=Path, default=Path("runs/segmenter/cache"), help="face caches of training"
+        "--cache",
+        type=Path,
+        default=Path("runs/segmenter/cache"),
+        help="aligned + meshed face caches (built when missing)",
     )
     parser.add_argument("--per-face", type=int, default=2, help="occluder draws per face and kind")
     parser.add_argument("--json", type=Path, required=True)
@@ -287,15 +275,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if detector.info.crop_size != size:
             raise ValueError(f"segmenter is {size} px but detector {detector.info.crop_size} px")
         faces = held_out_faces(args.cache, size)
-        fallback = mean_training_region(args.cache, size)
     except (OSError, ValueError) as exc:
         print(f"masks benchmark failed: {exc}", file=sys.stderr)
         return 1
     mesh = FaceMesh(FaceMeshConfig(static_image_mode=True))
     rows: list[np.ndarray] = []
-    results = evaluate(
-        faces, segmenter, detector, mesh.landmarks, fallback, per_face=args.per_face, grid_rows=rows
-    )
+    results = evaluate(faces, segmenter, detector, mesh.landmarks, per_face=args.per_face, grid_rows=rows)
     mesh_times = []
     sample = faces["main"].rgb_u8[0]
     for _ in range(30):

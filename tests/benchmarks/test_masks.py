@@ -50,7 +50,7 @@ def test_evaluate_end_to_end(tmp_path: Path) -> None:
     det = OnnxRuntimeEngine(REPO / "models" / "small" / "detector.onnx", intra_threads=1, max_batch=64)
     meshes = iter([faces.mesh[0], None] * 100)
     rows: list[np.ndarray] = []
-    result = evaluate({"main": faces}, seg, det, lambda _: next(meshes), faces.regions[0], per_face=1,
+    result = evaluate({"main": faces}, seg, det, lambda _: next(meshes), per_face=1,
                       grid_rows=rows)  # fmt: skip
     per_kind = result["main"]["per_kind"]
     assert tuple(per_kind) == KINDS and all(tuple(v) == METHODS for v in per_kind.values())
