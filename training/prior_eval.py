@@ -291,6 +291,9 @@ def time_clip(clip: Path, fitter: PriorFitter, crop_size: int, frames: int = 120
 
     The occlusion mask is the mesh's face oval below the nose (the clip's face-mask). Medians in ms:
     ``*_wall`` wall clock, ``*_cpu`` this thread's CPU time (mediapipe's own threads are not in it).
+    Flicker: mean |frame t - frame t-1| (rgb01) inside the mask of the blended output, with the track's
+    smoothing and with independent per-frame fits, and of the bare upper face (face oval above the nose)
+    of the input crops for reference (the crop's own alignment jitter and the person's motion).
     """
     import av
 
@@ -301,6 +304,8 @@ def time_clip(clip: Path, fitter: PriorFitter, crop_size: int, frames: int = 120
     detector = YuNetDetector()
     track = TrackPrior(fitter)
     rows: dict[str, list[float]] = {"mesh_wall": [], "prior_wall": [], "prior_cpu": [], "blend_cpu": []}
+    flicker: dict[str, list[float]] = {"smoothed": [], "per_frame_fit": [], "bare_upper_face": []}
+    prev: tuple[np.ndarray, ...] | None = None
     with (
         av.open(str(clip)) as container,
         facemesh.FaceMesh(facemesh.FaceMeshConfig(static_image_mode=False)) as mesh,
@@ -323,16 +328,29 @@ def time_clip(clip: Path, fitter: PriorFitter, crop_size: int, frames: int = 120
             c0 = time.thread_time()
             rendered = track.process(crop, occ, lms)
             c1, w2 = time.thread_time(), time.perf_counter()
-            blend_prior(crop.astype(np.float32) / 255.0, rendered, occ)
+            x = crop.astype(np.float32) / 255.0
+            smoothed = blend_prior(x, rendered, occ)
             c2 = time.thread_time()
             for k, v in zip(rows, (w1 - w0, w2 - w1, c1 - c0, c2 - c1), strict=True):
                 rows[k].append(1e3 * v)
+            raw = blend_prior(
+                x, render_prior(fitter, fitter.fit(crop, occ, lms), crop_size, region=occ > 0), occ
+            )
+            upper = facemesh.face_region_mask(lms, (crop_size, crop_size)) * (1.0 - occ)
+            if prev is not None:
+                inside = (occ > 0.5) & (prev[3] > 0.5)
+                bare = (upper > 0.5) & (prev[4] > 0.5)
+                flicker["smoothed"].append(float(np.abs(smoothed - prev[0])[inside].mean()))
+                flicker["per_frame_fit"].append(float(np.abs(raw - prev[1])[inside].mean()))
+                flicker["bare_upper_face"].append(float(np.abs(x - prev[2])[bare].mean()))
+            prev = (smoothed, raw, x, occ, upper)
     return {
         "clip": _shown(clip),
         "crop_size": crop_size,
         "faces": len(rows["mesh_wall"]),
         "ms_median": {k: float(np.median(v)) if v else None for k, v in rows.items()},
         "ms_p90": {k: float(np.percentile(v, 90)) if v else None for k, v in rows.items()},
+        "flicker_mean_abs_rgb01": {k: float(np.mean(v)) if v else None for k, v in flicker.items()},
     }
 
 
