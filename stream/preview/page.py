@@ -22,15 +22,16 @@ PAGE_HTML: Final = """<!doctype html>
   #stats b { color: #fff; }
   label { margin-right: 16px; }
   #status { color: #e88; }
+  a { color: #8cf; }
 </style>
 </head>
 <body>
 <h1>deocclude live preview</h1>
 <div class="videos">
-  <figure><figcaption>restored (<a href="/stream.mjpg">/stream.mjpg</a>)</figcaption>
-    <img id="restored" src="/stream.mjpg" alt="restored video"></figure>
   <figure><figcaption>input (<a href="/input.mjpg">/input.mjpg</a>)</figcaption>
     <img id="input" src="/input.mjpg" alt="input video"></figure>
+  <figure><figcaption>restored (<a href="/stream.mjpg">/stream.mjpg</a>)</figcaption>
+    <img id="restored" src="/stream.mjpg" alt="restored video"></figure>
 </div>
 <div id="stats">
   <span>fps <b id="fps">-</b></span>

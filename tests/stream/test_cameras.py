@@ -171,3 +171,10 @@ def test_a_size_the_camera_lacks_is_warned_with_what_it_delivers(caplog: pytest.
     assert (src.info.width, src.info.height) == (640, 480)
     text = caplog.text
     assert "delivers 640x480, not the 1920x1080 asked for" in text
+
+
+def test_cli_list_cameras_prints_this_machines_list(capsys: pytest.CaptureFixture[str]) -> None:
+    from stream.cli import main
+
+    assert main(["--list-cameras"]) == 0
+    assert capsys.readouterr().out.strip() == format_cameras(list_cameras())

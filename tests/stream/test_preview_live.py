@@ -109,3 +109,33 @@ def test_preview_page_in_headless_chromium(tmp_path: Path) -> None:
             shot = Path(os.environ.get("PREVIEW_SCREENSHOT", tmp_path / "preview.png"))
             png = browser.screenshot(shot)
     assert png.startswith(b"\x89PNG") and shot.stat().st_size > 10_000
+
+
+def test_cli_preview_serves_the_run_while_it_writes_the_file(tmp_path: Path) -> None:
+    import socket
+    import threading
+
+    from stream.app import DEMO_CLIP
+    from stream.cli import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "out.mp4"
+    codes: list[int] = []
+    argv = ["--input", str(DEMO_CLIP), "--output", str(out), "--preview", str(port), "--quiet", "--no-audio"]
+    t = threading.Thread(target=lambda: codes.append(main(argv)), daemon=True)
+    t.start()
+
+    def up() -> bool:
+        try:
+            return int(get_json("127.0.0.1", port)["frames"]) > 0  # type: ignore[call-overload]
+        except OSError:
+            return False
+
+    _wait(up, 60)
+    with mjpeg_frames("127.0.0.1", port) as parts:
+        a, b = decode(next(parts)), decode(next(parts))
+    assert a.shape == b.shape == (360, 640, 3)
+    t.join(120)
+    assert codes == [0] and out.stat().st_size > 10_000

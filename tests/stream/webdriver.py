@@ -26,7 +26,7 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--window-size=1400,700",
+    "--window-size=1340,480",
 ]
 
 
