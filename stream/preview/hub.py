@@ -185,6 +185,7 @@ class PreviewHub:
             update, faces, seq = self._last_update, self._faces, self._seq
             served, encode = list(self._served_ms)[-60:], list(self._encode_ms)[-60:]
             size = None if self._output is None else self._output.shape[1::-1]
+            ended = self._closed
         fps = 0.0
         if len(window) >= 2 and window[-1][0] > window[0][0]:
             fps = (window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0])
@@ -204,5 +205,5 @@ class PreviewHub:
             "preview_ms_p50": distribution(served)["p50"],
             "jpeg_encode_ms_p50": distribution(encode)["p50"],
             "live": None if update is None else update.live,
-            "ended": self._closed,
+            "ended": ended,
         }

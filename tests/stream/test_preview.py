@@ -164,3 +164,19 @@ def test_overlay_marks_exactly_the_changed_pixels() -> None:
     assert np.array_equal(marked[:30], out[:30])  # far from the changed square: as published
     assert (marked[changed][:, 2] > out[changed][:, 2]).all()
     assert np.array_equal(overlay_bgr_u8(inp, inp), inp)
+
+
+def test_ffmpeg_opens_stream_mjpg_as_is(served: tuple[PreviewServer, Producer]) -> None:
+    """libavformat (what ffmpeg, VLC's avformat input and OBS's media source use), through PyAV."""
+    import av
+
+    server, _ = served
+    with av.open(f"http://127.0.0.1:{server.port}/stream.mjpg", timeout=10) as container:
+        assert container.format.name == "mpjpeg"
+        frames = []
+        for frame in container.decode(video=0):
+            frames.append(frame.to_ndarray(format="bgr24"))
+            if len(frames) == 3:
+                break
+    assert [f.shape for f in frames] == [(H, W, 3)] * 3
+    assert np.abs(frames[0].astype(int) - frames[2].astype(int)).max() > 100  # the bar moved
