@@ -10,7 +10,8 @@ training used). Every method is given the same region: the TRUE face-mask (>= 0.
 ``telea`` and ``navier_stokes`` (``cv2.inpaint``, radius 3); ``prior`` (mesh on the masked crop -> fit to
 the visible pixels -> render -> Poisson-like blend, :mod:`engines.prior`); ``prior_no_seam`` (the same
 without the seam correction); ``generator`` (the shipped network of ``--models``, run at its own crop
-size: a 256 px crop is resized down and its output up). Metrics (:mod:`training.metrics`): PSNR inside
+size: a 256 px crop is resized down and its output up); and ``*_detected_mask``: Telea, the generator and
+the prior given the shipped detector's mask instead (the product's path; scored inside the true mask). Metrics (:mod:`training.metrics`): PSNR inside
 the true mask, whole-crop PSNR and SSIM, and SFace identity cosine to the clean crop. Timing: per-face
 median ms: the mesh in wall time (mediapipe's own threads), fit / render / blend in this thread's CPU
 time (what they cost; wall time on a shared 2-core machine says more about the neighbours).
@@ -45,7 +46,18 @@ from training.identity import IdentityEmbedder, cosine
 log = logging.getLogger("training.prior_eval")
 
 REPO = Path(__file__).resolve().parent.parent
-METHODS = ("masked_input", "telea", "navier_stokes", "generator", "prior_no_seam", "prior", "prior_reference")
+METHODS = (
+    "masked_input",
+    "telea",
+    "navier_stokes",
+    "generator",
+    "prior_no_seam",
+    "prior",
+    "prior_reference",
+    "telea_detected_mask",
+    "generator_detected_mask",
+    "prior_detected_mask",
+)
 GRID_COLUMNS = ("masked", "Telea", "generator", "prior", "clean")
 PSNR_CAP_DB = 100.0
 
@@ -107,6 +119,31 @@ def _inpaint(masked_u8: np.ndarray, region: np.ndarray, method: int) -> np.ndarr
     return cv2.inpaint(masked_u8, (region > 0.5).astype(np.uint8) * 255, 3, method).astype(np.float32) / 255.0
 
 
+class _Detector:
+    """The shipped mask detector at its own crop size: the product's mask, binarised at 0.5 and grown
+    like the true one (what ``benchmarks.quality`` gives every method)."""
+
+    def __init__(self, models: Path) -> None:
+        from engines.select import load_engine
+
+        self.engine = load_engine(models / "detector.onnx", backend="onnxruntime", device="cpu", max_batch=1)
+        self.size = int(self.engine.info.crop_size)
+
+    def region(self, masked_rgb01: np.ndarray) -> np.ndarray:
+        s = masked_rgb01.shape[0]
+        img = masked_rgb01
+        if s != self.size:
+            img = cv2.resize(masked_rgb01, (self.size, self.size), interpolation=cv2.INTER_AREA)
+        prob = np.asarray(self.engine.run({"image": img.transpose(2, 0, 1)[None].astype(np.float32)})["mask"])
+        prob = prob.reshape(self.size, self.size).astype(np.float32)
+        if s != self.size:
+            prob = cv2.resize(prob, (s, s), interpolation=cv2.INTER_LINEAR)
+        return _grow(prob >= metrics.MASK_THRESHOLD, round(3 * s / 128))
+
+    def close(self) -> None:
+        self.engine.close()
+
+
 class _Generator:
     """The shipped generator at its own crop size (onnxruntime, CPU)."""
 
@@ -160,6 +197,7 @@ def evaluate_dataset(
     generator: _Generator | None,
     embedder: IdentityEmbedder | None,
     limit: int | None,
+    detector: _Detector | None = None,
 ) -> tuple[dict[str, Any], list[list[np.ndarray]]]:
     """Scores of every method on one FMOR-layout set, timings, and grid rows."""
     per_image: list[dict[str, Any]] = []
@@ -189,6 +227,14 @@ def evaluate_dataset(
             }
             if generator is not None:
                 outputs["generator"] = _composite(generator.restore(x, region), x, region)
+            if detector is not None:
+                # The product's path: the detector's mask instead of the true one.
+                found = detector.region(x)
+                outputs["telea_detected_mask"] = _composite(
+                    _inpaint(masked_u8, found, cv2.INPAINT_TELEA), x, found
+                )
+                if generator is not None:
+                    outputs["generator_detected_mask"] = _composite(generator.restore(x, found), x, found)
             w0 = time.perf_counter()  # mediapipe runs its own threads: wall time
             lms = mesh.landmarks(masked_u8)
             w1 = time.perf_counter()
@@ -203,6 +249,12 @@ def evaluate_dataset(
             outputs["prior"] = blend_prior(x, rendered, region)
             t4 = time.thread_time()
             outputs["prior_no_seam"] = blend_prior(x, rendered, region, seam_correction=False)
+            if detector is not None:
+                found = detector.region(x)
+                fit_d = fitter.fit(masked_u8, found, lms)
+                outputs["prior_detected_mask"] = blend_prior(
+                    x, render_prior(fitter, fit_d, size, region=found), found
+                )
             if lms is not None:
                 for k, v in zip(times, (w1 - w0, t2 - t1, t3 - t2, t4 - t3), strict=True):
                     times[k].append(1e3 * v)
@@ -394,11 +446,16 @@ def evaluate(config: PriorEvalConfig) -> dict[str, Any]:
     except (EngineError, OSError, ValueError) as exc:
         log.warning("generator rows skipped: cannot load %s: %s", config.models / "generator.onnx", exc)
         generator = None
+    try:
+        detector: _Detector | None = _Detector(config.models)
+    except (EngineError, OSError, ValueError) as exc:
+        log.warning("detected-mask rows skipped: cannot load %s: %s", config.models / "detector.onnx", exc)
+        detector = None
     embedder = IdentityEmbedder.create_or_none()
     reports, grids = [], []
     try:
         for ds in config.datasets:
-            rep, grid = evaluate_dataset(ds, fitter, generator, embedder, config.limit)
+            rep, grid = evaluate_dataset(ds, fitter, generator, embedder, config.limit, detector)
             reports.append(rep)
             grids.append(grid)
             log.info(
@@ -409,6 +466,8 @@ def evaluate(config: PriorEvalConfig) -> dict[str, Any]:
     finally:
         if generator is not None:
             generator.close()
+        if detector is not None:
+            detector.close()
     grid_path = config.grid_path or config.json_path.with_name(config.json_path.stem + "_grid.png")
     # The largest crop shows the prior's detail best.
     best = max(range(len(reports)), key=lambda i: reports[i]["crop_size"])
