@@ -11,6 +11,7 @@ Everything is a MAP estimate under the PCA's Gaussian prior: the ridge weight of
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import cv2
@@ -19,6 +20,8 @@ import numpy as np
 from engines.errors import ShapeError
 from engines.prior.frame import NUM_MESH, NUM_VERTICES, extend_vertices
 from engines.prior.model import PriorModel
+
+log = logging.getLogger(__name__)
 
 NUM_COLOUR = 6  # per-channel gain (3) on the mean texture, then per-channel offset (3)
 OCCLUDED_THRESHOLD = 0.05  # occlusion-mask values above this count as occluded for the fit
@@ -119,11 +122,13 @@ def _check_crop(crop_rgb_u8: np.ndarray, occlusion_f32: np.ndarray) -> int:
 
 
 class PriorFitter:
-    """Fits a :class:`PriorModel` to faces. Holds only read-only precomputations: share it across threads."""
+    """Fits a :class:`PriorModel` to faces. Holds read-only precomputations (and the set of fallbacks it has
+    logged): share it across threads."""
 
     def __init__(self, model: PriorModel, config: FitConfig | None = None) -> None:
         self.model = model
         self.config = config or FitConfig()
+        self._noted: set[str] = set()
         c = self.config
         basis = model.tex_basis_flat  # (3P, Kt)
         mean = model.tex_mean.reshape(-1).astype(np.float32)
@@ -218,7 +223,12 @@ class PriorFitter:
             ridge[:kt] *= max(prior.strength, 1e-6)
         if keep.size < c.min_visible * w_pix.size:
             # Too little is visible to say anything about the texture: keep the prior's mean and say so.
-            return target[:kt].astype(np.float32), np.zeros(NUM_COLOUR, np.float32), {"irls_outliers": 0.0}
+            self._note("too little of the face is visible: the texture stays the prior's mean")
+            return (
+                target[:kt].astype(np.float32),
+                np.zeros(NUM_COLOUR, np.float32),
+                {"irls_outliers": 0.0, "texture_from_visible": 0.0},
+            )
         rows = (keep[:, None] * 3 + np.arange(3)).reshape(-1)
         design = self._design[rows]
         xv = x[rows]
@@ -237,7 +247,8 @@ class PriorFitter:
             scale = 1.4826 * float(np.median(resid)) + 1e-4
             robust = (1.0 / (1.0 + (resid / (c.cauchy_scale * scale)) ** 2)).astype(np.float32)
             outliers = float(np.mean(robust < 0.5))
-        return coeffs[:kt].astype(np.float32), coeffs[kt:].astype(np.float32), {"irls_outliers": outliers}
+        extras = {"irls_outliers": outliers, "texture_from_visible": 1.0}
+        return coeffs[:kt].astype(np.float32), coeffs[kt:].astype(np.float32), extras
 
     def texture(self, fit: PriorFit) -> np.ndarray:
         """(P, 3) float32 rgb01 texture of a fit (coefficients and colour applied), clipped to [0, 1]."""
@@ -263,6 +274,7 @@ class PriorFitter:
         """
         s = _check_crop(crop_rgb_u8, occlusion_f32)
         if landmarks_px is None:
+            self._note("no mesh landmarks: the prior is fitted in the mean shape")
             shape_coeffs = np.zeros(self.model.num_shape, dtype=np.float32)
             vertices = self.model.mean_vertices.astype(np.float32)
         else:
@@ -270,6 +282,12 @@ class PriorFitter:
         tex, visible = self.sample(crop_rgb_u8, occlusion_f32, vertices)
         tex_coeffs, colour, extras = self.fit_texture(tex, visible, texture_prior)
         return PriorFit(shape_coeffs, tex_coeffs, colour, vertices, float(np.mean(visible > 0.5)), extras)
+
+    def _note(self, fallback: str) -> None:
+        """Log each kind of fallback once per fitter (they can happen every frame); fits count them in extras."""
+        if fallback not in self._noted:
+            self._noted.add(fallback)
+            log.info("face prior: %s (logged once)", fallback)
 
     def _grown(self, occlusion_f32: np.ndarray) -> np.ndarray:
         s = occlusion_f32.shape[0]

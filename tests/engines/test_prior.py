@@ -279,3 +279,19 @@ def test_identity_memory(fitter: PriorFitter, faces) -> None:  # type: ignore[no
     assert ren.rgb01.shape == (S, S, 3)
     memory.reset()
     assert not memory.has_texture
+
+
+def test_fallbacks_are_logged_once_and_marked(
+    fitter: PriorFitter, faces, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
+    crop, _lms, occ = faces[0]
+    f = PriorFitter(fitter.model)
+    with caplog.at_level("INFO", logger="engines.prior.fit"):
+        for _ in range(3):
+            fit = f.fit(crop, occ, None)  # no mesh: the mean shape
+    assert np.array_equal(fit.vertices_uv, f.model.mean_vertices.astype(np.float32))
+    assert sum("mean shape" in r.getMessage() for r in caplog.records) == 1
+    everything = np.ones_like(occ)
+    blind = f.fit(crop, everything, None)
+    assert blind.extras["texture_from_visible"] == 0.0 and not np.any(blind.texture_coeffs)
+    assert fit.extras["texture_from_visible"] == 1.0
