@@ -31,9 +31,10 @@ class TrackPrior:
         self.last_fit: PriorFit | None = None
 
     def process(
-        self, crop_rgb_u8: np.ndarray, occlusion_f32: np.ndarray, landmarks_px: np.ndarray
+        self, crop_rgb_u8: np.ndarray, occlusion_f32: np.ndarray, landmarks_px: np.ndarray | None
     ) -> RenderedPrior:
         """(S, S, 3) uint8 RGB crop, (S, S) float32 occlusion in [0, 1], (468|478, 2|3) crop-pixel landmarks
+        (None where the mesh found no face: the mean shape is used, see :meth:`PriorFitter.fit`)
         -> the prior rendered into the crop (rgb01 + alpha; alpha 0 away from the occluded region)."""
         prior = self.memory.texture_prior() if self.memory is not None else None
         fit = self.fitter.fit(crop_rgb_u8, occlusion_f32, landmarks_px, texture_prior=prior)
