@@ -103,19 +103,23 @@ def warm_start(trainer: Trainer, path: str) -> None:
     """Load detector and generator weights from ``path`` (a checkpoint or a weights.pt) into ``trainer``.
 
     Tensors of the same shape are copied; a generator input layer that gained channels (the prior's) keeps
-    the old input channels and starts the new ones at zero. Anything else that differs is an error.
+    the old input channels and starts the new ones at zero; a layer only the new profile has keeps its
+    initial value. Anything else that differs is an error.
     """
     source = load_checkpoint(Path(path).expanduser(), map_location="cpu")
     for name in ("detector", "generator"):
         module = getattr(trainer, name)
         own = module.state_dict()
         theirs = source[name]
-        if set(own) != set(theirs):
-            raise ConfigError(
-                f"init_from {path}: {name} layers differ ({sorted(set(own) ^ set(theirs))[:4]} ...)"
-            )
+        unknown = sorted(set(theirs) - set(own))
+        if unknown:
+            raise ConfigError(f"init_from {path}: {name} has layers this profile lacks ({unknown[:4]} ...)")
         merged = {}
         for key, value in own.items():
+            if key not in theirs:  # a layer the new profile adds (the prior's gate): keep its initial value
+                merged[key] = value
+                log.info("init_from: %s.%s is new, kept at its initial value", name, key)
+                continue
             old = theirs[key]
             if old.shape == value.shape:
                 merged[key] = old

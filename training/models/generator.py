@@ -54,6 +54,15 @@ class FMODRGenerator(nn.Module):
             else None
         )
         self.refine = RefineNetwork(profile.gen_channels, profile.refine_dilations, attention)
+        # With a prior, the final image is a per-pixel blend ``prior + g * (refined - prior)`` whose gate g
+        # starts closed (zero weights, sigmoid(-6) ~ 0.0025): training begins at the prior's own quality,
+        # which measures well above the small network's fill, and opens g only where the network's
+        # output beats it.
+        self.prior_gate: nn.Conv2d | None = None
+        if profile.prior_input:
+            self.prior_gate = nn.Conv2d(7, 1, 3, padding=1)
+            nn.init.zeros_(self.prior_gate.weight)
+            nn.init.constant_(self.prior_gate.bias, -6.0)
 
     def forward(
         self, image_rgb01: torch.Tensor, mask: torch.Tensor, prior_rgb01: torch.Tensor | None = None
@@ -79,6 +88,9 @@ class FMODRGenerator(nn.Module):
             parts.append(prior_rgb01)
         coarse = self.coarse(torch.cat(parts, dim=1))
         refined = self.refine(coarse * mask + known, mask)
+        if self.prior_gate is not None and prior_rgb01 is not None:
+            gate = torch.sigmoid(self.prior_gate(torch.cat([refined, prior_rgb01, mask], dim=1)))
+            refined = prior_rgb01 + gate * (refined - prior_rgb01)
         return GeneratorOutput(coarse=coarse, refined=refined)
 
     def pin_attention_fp32(self, pinned: bool = True) -> None:
