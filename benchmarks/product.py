@@ -205,7 +205,13 @@ def table_lines(report: Mapping[str, Any]) -> list[str]:
 
 
 def evaluate(
-    clips_dir: Path, models: Path, work: Path, face_every: int, grid_picks: int, plot_stem: Path | None = None
+    clips_dir: Path,
+    models: Path,
+    work: Path,
+    face_every: int,
+    grid_picks: int,
+    plot_stem: Path | None = None,
+    product_root: Path = REPO_ROOT,
 ) -> tuple[dict[str, Any], list[tuple[str, list[np.ndarray]]]]:
     index = load_index(clips_dir)
     embedder = load_identity()
@@ -215,7 +221,9 @@ def evaluate(
         name = clip["name"]
         cwork = work / name
         cwork.mkdir(parents=True, exist_ok=True)
-        run = run_product(files["input"], cwork / "product.mp4", cwork / "stats.json", models=models)
+        run = run_product(
+            files["input"], cwork / "product.mp4", cwork / "stats.json", models=models, root=product_root
+        )
         logger.info("%s: product ran %d frames in %.1f s (%s fps in the pipeline), %d face restorations",
                     name, run.frames, run.wall_s, run.stats.get("fps"), run.restorations)  # fmt: skip
         entry: dict[str, Any] = {
@@ -250,6 +258,20 @@ def evaluate(
     return report, grid
 
 
+def _revision_of(root: Path) -> str | None:
+    """``git rev-parse HEAD`` of ``root`` (+ "-dirty" with uncommitted changes), None if not a checkout."""
+    import subprocess
+
+    def run(*args: str) -> str | None:
+        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    head = run("rev-parse", "HEAD")
+    if head is None or Path(run("rev-parse", "--show-toplevel") or "") != root.resolve():
+        return None
+    return head + ("-dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.product", description=__doc__.split("\n")[0])
     p.add_argument("--clips", type=Path, required=True, help="folder made by python -m benchmarks.eval_clips")
@@ -265,6 +287,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="outputs of every run (default: %(default)s)",
     )
     p.add_argument(
+        "--product-root",
+        type=Path,
+        default=REPO_ROOT,
+        help="checkout (or git archive) whose run_stream.py is measured (default: this one)",
+    )
+    p.add_argument(
+        "--product-revision",
+        default=None,
+        help="what --product-root is, for the report (default: its git HEAD, if it is a checkout)",
+    )
+    p.add_argument(
         "--face-every", type=int, default=1, help="face metrics on every N-th frame (default: %(default)s)"
     )
     p.add_argument("--grid-picks", type=int, default=4, help="frames of the photo-mask stills in the grid")
@@ -276,7 +309,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     try:
         stem = args.json_path.with_name(args.json_path.stem + "_temporal")
-        report, grid = evaluate(args.clips, args.models, args.work, args.face_every, args.grid_picks, stem)
+        report, grid = evaluate(
+            args.clips, args.models, args.work, args.face_every, args.grid_picks, stem, args.product_root
+        )
     except (EvalClipsError, ClipError, ProductRunError, ValueError, OSError) as exc:
         logger.error("%s", exc)
         return 2
@@ -292,6 +327,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         true_mask_dilate_px=TRUE_MASK_DILATE_PX,
         grid=str(grid_path),
         versions=versions(),
+        product={
+            "root": str(args.product_root),
+            "revision": args.product_revision or _revision_of(args.product_root),
+        },
         git_revision=git("rev-parse", "HEAD"),
         git_dirty=bool(git("status", "--porcelain", "--untracked-files=no")),
         notes={

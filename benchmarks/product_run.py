@@ -56,16 +56,27 @@ def parse_done_line(stderr: str) -> tuple[int, int] | None:
 
 
 def run_product(
-    input_path: Path, output: Path, stats_json: Path, *, models: Path | None, extra: Sequence[str] = ()
+    input_path: Path,
+    output: Path,
+    stats_json: Path,
+    *,
+    models: Path | None,
+    root: Path = REPO_ROOT,
+    extra: Sequence[str] = (),
 ) -> ProductRun:
-    """``python run_stream.py --input ... --output ... --stats-json ... --quiet [--models ...]``."""
+    """``python <root>/run_stream.py --input ... --output ... --stats-json ... --quiet [--models ...]``, run
+    in ``root`` (a checkout or ``git archive`` of the revision to measure; its own packages are imported
+    first because Python puts the script's folder first on ``sys.path``)."""
     output.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, str(RUN_STREAM), "--input", str(input_path), "--output", str(output),
-           "--stats-json", str(stats_json), "--quiet", "--no-audio", *extra]  # fmt: skip
+    script = root / RUN_STREAM.name
+    if not script.is_file():
+        raise ProductRunError(f"no {RUN_STREAM.name} in {root}")
+    cmd = [sys.executable, str(script), "--input", str(input_path.resolve()), "--output", str(output.resolve()),
+           "--stats-json", str(stats_json.resolve()), "--quiet", "--no-audio", *extra]  # fmt: skip
     if models is not None:
-        cmd += ["--models", str(models)]
+        cmd += ["--models", str(models.resolve())]
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t0
     if done.returncode != 0:
         tail = "\n".join(done.stderr.strip().splitlines()[-5:])

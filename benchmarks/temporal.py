@@ -159,6 +159,7 @@ def plot_series(report: Mapping[str, Any], path: Path, title: str) -> None:
     bx.set_ylabel("flicker in mask (levels)")
     bx.set_xlabel("frame")
     ax.legend(fontsize=7, ncol=4)
+    bx.legend(fontsize=7, ncol=5)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -10,7 +11,7 @@ from benchmarks.bare_faces import (
     evaluate_bare,
     face_region,
     max_channel_diff,
-    tolerance_from_noise,
+    opened_diff,
 )
 from benchmarks.clip_io import GroundTruth, VideoWriter, read_frames
 from benchmarks.eval_compose import face_matrix
@@ -26,14 +27,16 @@ def test_max_channel_diff_takes_the_largest_channel_without_wrap() -> None:
     assert max_channel_diff(b, a)[0, 1] == 200
 
 
-def test_tolerance_from_noise() -> None:
-    hist = np.zeros(256, np.int64)
-    hist[0], hist[1], hist[2], hist[9] = 9_000, 900, 99, 1  # 1 pixel in 10,000 at 9 levels
-    assert tolerance_from_noise(hist, 1e-4) == 2  # share above 2 is exactly 1e-4
-    assert tolerance_from_noise(hist, 0.0) == 9
-    assert tolerance_from_noise(hist, 0.5) == 0
-    with pytest.raises(ValueError):
-        tolerance_from_noise(np.zeros(256))
+def test_opened_diff_drops_isolated_pixels_and_keeps_regions() -> None:
+    a = np.zeros((12, 12, 3), np.uint8)
+    b = a.copy()
+    b[1, 1] = 90  # one pixel: the kind of excursion an encoder makes on an edge
+    b[5:9, 5:9, 2] = 40  # a 4x4 region: what a restoration does
+    d = opened_diff(a, b)
+    assert d[1, 1] == 0 and (d[5:9, 5:9] == 40).all() and d.sum() == 16 * 40
+    # Thresholding commutes with the opening.
+    assert np.array_equal(d > 39, cv2.morphologyEx((max_channel_diff(a, b) > 39).astype(np.uint8), cv2.MORPH_OPEN,
+                                                   np.ones((3, 3), np.uint8)) > 0)  # fmt: skip
 
 
 def test_face_region_is_the_crop_square_in_the_frame() -> None:
@@ -83,12 +86,11 @@ def test_evaluate_bare_on_a_clip_with_one_altered_frame(tmp_path: Path) -> None:
     assert report["tolerance_levels"] >= 0 and report["face_restorations_reported"] == 1
     assert p["worst_frame"] == 3 and p["altered_share_worst"] >= 200 / (64 * 96) * 0.9
     assert p["frames_face_untouched_share"] == pytest.approx(5 / 6)
-    assert floor["frames_face_untouched_share"] >= p["frames_face_untouched_share"]
-    assert floor["altered_share_worst"] <= 1e-3
+    # At the measured tolerance the encoder alone alters nothing, by construction.
+    assert floor["frames_face_untouched_share"] == 1.0 and floor["altered_share_worst"] == 0.0
+    assert report["tolerance_levels"] <= report["encode_noise"]["max_levels"]
 
 
 def cv_smooth(img: np.ndarray) -> np.ndarray:
     """Low-pass noise: an image H.264 codes with small, realistic errors."""
-    import cv2
-
     return cv2.GaussianBlur(img, (0, 0), 3)
