@@ -20,8 +20,20 @@ done
 # torch first and pinned by the lock: left to the resolver, torch pulls several GB of CUDA wheels; the
 # lock's 2.13.0 resolves to the CPU build that pip finds on this kind of machine.
 "${pip[@]}" install --quiet -c requirements.lock torch
-"${pip[@]}" install --quiet -c requirements.lock -e ".[train,bench,dev,mediapipe]"
+"${pip[@]}" install --quiet -c requirements.lock -e ".[train,bench,dev,mediapipe,vcam]"
 "${pip[@]}" install --quiet --no-deps -r requirements-nodeps.lock
+# The preview's browser test drives Debian's Chromium through chromedriver. Where this runs as root on
+# a Debian/Ubuntu machine (CI, containers) install both; elsewhere say once that the test will skip.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "setup: installing chromium + chromium-driver (apt) for the preview's browser test"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    else
+        echo "setup: chromium/chromedriver not found; the preview's browser test will skip" \
+            "(install: apt-get install chromium chromium-driver)"
+    fi
+fi
 # opencv-contrib-python is only ever reinstalled by pip's resolver, never a second wheel: check anyway,
 # because two cv2 wheels overwrite each other's files and break at import time.
 .venv/bin/python - <<'PY'

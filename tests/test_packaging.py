@@ -99,7 +99,7 @@ def test_every_third_party_import_is_declared() -> None:
 
 def test_the_lock_pins_every_declared_requirement_within_its_range() -> None:
     pins = _lock()
-    locked_extras = ("train", "bench", "dev", "mediapipe")  # what scripts/lock.sh resolves
+    locked_extras = ("train", "bench", "dev", "mediapipe", "vcam")  # what scripts/lock.sh resolves
     for extra in (None, *locked_extras):
         for req in _requirements(extra):
             name = canonicalize_name(req.name)
