@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
 import run_stream
@@ -109,3 +110,63 @@ def test_default_models_find_and_restore_the_demo_mask(short_demo: Path, tmp_pat
     restored = [r.masked_faces for r in result.reports]
     assert len(restored) == DEMO_FRAMES
     assert sum(1 for m in restored if m >= 1) >= DEMO_FRAMES * 0.9
+
+
+def test_stats_report_psnr_outside_the_faces_and_crf_acts(
+    short_demo: Path, tiny_models: Path, tmp_path: Path
+) -> None:
+    import json
+
+    got = {}
+    for crf in ("30", None):
+        stats = tmp_path / f"s{crf}.json"
+        args = ["-i", str(short_demo), "-o", str(tmp_path / f"o{crf}.mp4"), "--models", str(tiny_models)]
+        args += ["-q", "--stats-json", str(stats)] + (["--crf", crf] if crf else [])
+        assert run_stream.main(args) == run_stream.EXIT_OK
+        s = json.loads(stats.read_text())
+        assert s["stopped_by"] == "end of input"
+        got[crf] = s["psnr_outside_faces_db"]
+    assert got[None]["frames"] == 3 and got[None]["mean_db"] >= 40.0  # visually lossless by default
+    assert got["30"]["mean_db"] < got[None]["mean_db"] - 5
+
+
+def test_phone_clip_filmed_sideways_is_restored_upright(short_demo: Path, tmp_path: Path) -> None:
+    """Rotation metadata is applied before detection: faces are found and the output is upright."""
+    from stream.app import StreamConfig, run
+
+    sideways = tmp_path / "phone.mp4"
+    with av.open(str(short_demo)) as src, av.open(str(sideways), "w") as dst:
+        vs = dst.add_stream("libx264", rate=24, options={"preset": "ultrafast", "crf": "12"})
+        vs.width, vs.height, vs.pix_fmt = 360, 640, "yuv420p"
+        vs.set_display_rotation(90)  # display: turn the stored picture 90 degrees counter-clockwise
+        for i, f in enumerate(src.decode(video=0)):
+            stored = np.ascontiguousarray(np.rot90(f.to_ndarray(format="bgr24"), -1))
+            vf = av.VideoFrame.from_ndarray(stored, format="bgr24")
+            vf.pts = i
+            for p in vs.encode(vf):
+                dst.mux(p)
+        for p in vs.encode(None):
+            dst.mux(p)
+    out = tmp_path / "upright.mp4"
+    result = run(StreamConfig(input=str(sideways), output=str(out), progress=False, keep_audio=False))
+    w, h, n, _, _ = _video_info(out)
+    assert (w, h, n) == (640, 360, DEMO_FRAMES)
+    restored = [r.masked_faces for r in result.reports]
+    assert sum(1 for m in restored if m >= 1) >= DEMO_FRAMES * 0.9
+
+
+def test_file_to_stream_is_paced_to_real_time(short_demo: Path, tiny_models: Path) -> None:
+    import time
+
+    from tests.stream.conftest import free_port
+
+    url = f"udp://127.0.0.1:{free_port()}"  # UDP needs no receiver: the sender's pace is what is measured
+    base = ["-i", str(short_demo), "-o", url, "--models", str(tiny_models), "-q", "--log-level", "ERROR"]
+    timings = {}
+    for extra in ([], ["--no-realtime"]):
+        t0 = time.perf_counter()
+        assert run_stream.main(base + extra) == run_stream.EXIT_OK
+        timings[bool(extra)] = time.perf_counter() - t0
+    clip_s = (DEMO_FRAMES - 1) / 24
+    assert timings[False] >= clip_s * 0.95  # on by default for a stream output
+    assert timings[True] < timings[False] - clip_s / 3

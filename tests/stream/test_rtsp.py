@@ -7,6 +7,7 @@ loops carry a deadline.
 from __future__ import annotations
 
 import functools
+import logging
 import socket
 import threading
 import time
@@ -244,3 +245,129 @@ def test_http_file_is_read_losslessly_like_a_file(clip: Clip) -> None:
         finally:
             httpd.shutdown()
     assert [f.index for f in frames] == list(range(clip.frames)) and src.reconnects == 0
+
+
+def test_reconnects_forever_by_default_past_the_old_limit() -> None:
+    """The default has no attempt limit: a camera down through 12+ attempts is picked up again."""
+    server = RtspTestServer().start()
+    src = UrlSource(server.url, backoff=(0.05, 0.1), **FAST)
+    assert src.max_retries is None and src.reconnect_timeout_s is None
+    restarted = threading.Event()
+
+    def restart_after_attempts() -> None:
+        end = time.monotonic() + 20
+        while src.reconnect_attempts < 12 and time.monotonic() < end:
+            time.sleep(0.02)
+        server.start()
+        restarted.set()
+
+    frames: list[Frame] = []
+    try:
+        it = iter(src)
+        frames.append(next(it))
+        server.stop()
+        threading.Thread(target=restart_after_attempts, daemon=True).start()
+        end = time.monotonic() + 30
+        for f in it:
+            frames.append(f)
+            if src.reconnects == 1 or time.monotonic() > end:
+                break
+    finally:
+        src.close()
+        server.stop()
+    assert restarted.is_set() and src.reconnects == 1 and src.reconnect_attempts >= 12
+
+
+def test_reconnect_timeout_bounds_the_outage(caplog: pytest.LogCaptureFixture) -> None:
+    server = RtspTestServer().start()
+    src = UrlSource(server.url, backoff=(0.2, 0.5), reconnect_timeout_s=1.5, **FAST)
+    it = iter(src)
+    next(it)
+    server.stop()
+    t0 = time.monotonic()
+    with caplog.at_level("WARNING"), pytest.raises(SourceError, match=r"gave up after \d s of outage"):
+        for _ in it:
+            pass
+    assert 1.4 <= time.monotonic() - t0 <= 6.0
+    src.close()
+    attempts = [r.getMessage() for r in caplog.records if "reconnect attempt" in r.getMessage()]
+    assert attempts and all("retrying for 1.5 s" in m for m in attempts)
+    assert any("reconnect attempt 2 " in m for m in attempts)  # counted
+
+
+def test_a_stall_is_noticed_on_time(caplog: pytest.LogCaptureFixture) -> None:
+    """No frame for read_timeout_s is a drop within about that time (it used to take twice as long)."""
+    server = RtspTestServer().start()
+    src = UrlSource(server.url, backoff=(0.2, 0.4), open_timeout_s=3.0, read_timeout_s=2.0)
+    paused_at: list[float] = []
+    noticed: list[float] = []
+
+    class Spot(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "no data for" in record.getMessage() and not noticed:
+                noticed.append(time.monotonic())
+                server.resume()  # so the loop gets its next frame and ends
+
+    handler = Spot()
+    logging.getLogger("stream.media.sources").addHandler(handler)
+    try:
+        end = time.monotonic() + 20
+        for n, _ in enumerate(src):
+            if n == 3:
+                server.pause()
+                paused_at.append(time.monotonic())
+            if noticed or time.monotonic() > end:
+                break
+    finally:
+        logging.getLogger("stream.media.sources").removeHandler(handler)
+        src.close()
+        server.stop()
+    assert noticed and paused_at
+    assert noticed[0] - paused_at[0] <= 2.0 * 1.6
+
+
+def test_udp_input_without_a_sender_says_so(port: int) -> None:
+    with pytest.raises(SourceError) as e:
+        UrlSource(f"udp://127.0.0.1:{port}", open_timeout_s=1.0)
+    msg = str(e.value)
+    assert "no data received within 1 s" in msg and "sender" in msg and "Immediate exit" not in msg
+
+
+def test_stream_sink_reconnects_when_the_server_restarts() -> None:
+    """An RTSP output whose receiver goes away: frames are dropped (counted) until a new one listens."""
+    port = free_port()
+    url = f"rtsp://127.0.0.1:{port}/live"
+    sessions: list[int] = []
+
+    def listen(max_frames: int) -> None:
+        n = 0
+        with av.open(url, options={"rtsp_flags": "listen", "listen_timeout": "15"}) as c:
+            for _ in c.decode(video=0):
+                n += 1
+                if n >= max_frames:
+                    break
+        sessions.append(n)
+
+    first = threading.Thread(target=listen, args=(10,), daemon=True)
+    first.start()
+    info = VideoInfo(160, 120, 25.0, Fraction(1, 90000), is_live=True)
+    sink, deadline = None, time.monotonic() + 8
+    while sink is None:
+        try:
+            sink = StreamSink(url, info, backoff=(0.2, 0.5), reconnect_timeout_s=20)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    second: threading.Thread | None = None
+    with sink:
+        i, end = 0, time.monotonic() + 30
+        while time.monotonic() < end and len(sessions) < 2:
+            sink.write(_frame(i, 160, 120))
+            i += 1
+            time.sleep(0.04)
+            if sessions and second is None:  # the first receiver is gone: start the "restarted server"
+                second = threading.Thread(target=listen, args=(10,), daemon=True)
+                second.start()
+    assert sessions == [10, 10], sessions
+    assert sink.reconnects >= 1 and sink.dropped >= 1

@@ -226,3 +226,97 @@ def test_colour_round_trip_is_unbiased(tmp_path: Path, size: tuple[int, int]) ->
         back = [f.bgr_u8 for f in src]
     diff = back[1].astype(int) - img
     assert len(back) == 2 and abs(diff.mean()) < 0.5 and np.abs(diff).mean() < 1.5
+
+
+def _demo_frames(n: int) -> tuple[VideoInfo, list[Frame]]:
+    from stream.app import DEMO_CLIP
+
+    with FileSource(DEMO_CLIP) as src:
+        frames = [f for f, _ in zip(src, range(n), strict=False)]
+        return src.info, frames
+
+
+@pytest.mark.parametrize("painted", [False, True])
+def test_default_crf_is_visually_lossless_outside_the_faces(tmp_path: Path, painted: bool) -> None:
+    """PSNR outside the faces is measured on the sink's own output; the default beats x264's crf 23."""
+    info, frames = _demo_frames(30)
+    results = {}
+    for crf in (23, None):
+        kw = {} if crf is None else {"crf": crf}
+        with FileSink(tmp_path / f"c{crf}.mp4", info, **kw) as sink:  # type: ignore[arg-type]
+            for f in frames:
+                ref = f.bgr_u8.copy() if f.index % 10 == 0 else None
+                out = f.bgr_u8.copy()
+                if painted:
+                    out[100:200, 200:300] = (0, 0, 255)  # a "restored face": not scored
+                sink.write(Frame(f.index, f.pts, f.time_base, out, 0.0, reference_bgr_u8=ref))
+        results[crf] = sink.fidelity
+    default, x264 = results[None], results[23]
+    assert default is not None and x264 is not None
+    assert default.frames == x264.frames == 3
+    assert default.pixels == 3 * (640 * 360 - (100 * 100 if painted else 0))
+    assert default.mean_db is not None and x264.mean_db is not None and default.min_db is not None
+    assert default.min_db >= 40.0 and default.mean_db >= x264.mean_db + 2.5  # 40 dB: visually lossless
+
+
+def _write_pcm_clip(path: Path, frames: int = 24, fps: int = 24) -> None:
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
+        a = c.add_stream("pcm_s16le", rate=16000)
+        a.layout = "mono"
+        for i in range(frames):
+            vf = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 5, np.uint8), format="bgr24")
+            vf.pts = i
+            for p in vs.encode(vf):
+                c.mux(p)
+        for p in vs.encode(None):
+            c.mux(p)
+        t = np.arange(16000 * frames // fps) / 16000
+        af = av.AudioFrame.from_ndarray(
+            (8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)[None], format="s16", layout="mono"
+        )
+        af.sample_rate, af.pts = 16000, 0
+        for p in [*a.encode(af), *a.encode(None)]:
+            c.mux(p)
+
+
+@pytest.mark.parametrize(("suffix", "codec", "mode"), [(".mp4", "aac", "aac"), (".mkv", "pcm_s16le", "copy")])
+def test_pcm_audio_is_transcoded_for_mp4_and_copied_into_mkv(
+    tmp_path: Path, suffix: str, codec: str, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    src = tmp_path / "cam.mov"
+    _write_pcm_clip(src)
+    out = tmp_path / f"out{suffix}"
+    with caplog.at_level("INFO"), FileSource(src) as source:
+        with FileSink(out, source.info, audio_from=src) as sink:
+            assert sink.audio_mode == mode
+            for f in source:
+                sink.write(f)
+    if mode == "aac":
+        assert any("pcm_s16le audio cannot go into" in r.getMessage() for r in caplog.records)
+    got = _probe(out)
+    assert len(got["frames"]) == 24
+    name, start, end, _ = got["audio"]
+    assert name == codec and start <= Fraction(1, 20) and end >= Fraction(9, 10)
+    with av.open(str(out)) as c:  # every audio packet decodes: not a broken file
+        samples = sum(f.samples for f in c.decode(audio=0))
+    assert samples >= 16000 * 0.9
+
+
+def test_odd_size_is_said_in_one_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    info = VideoInfo(161, 121, 25.0, Fraction(1, 25))
+    with caplog.at_level("INFO"):
+        FileSink(tmp_path / "odd.mp4", info).close()
+    lines = [r for r in caplog.records if "is odd" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelname == "WARNING" and "162x122" in lines[0].getMessage()
+
+
+def test_fragmented_mp4_is_the_default_and_can_be_turned_off(clip: Clip, tmp_path: Path) -> None:
+    _copy(clip.path, tmp_path / "frag.mp4")
+    _copy(clip.path, tmp_path / "plain.mp4", fragmented=False)
+    assert b"moof" in (tmp_path / "frag.mp4").read_bytes()
+    assert b"moof" not in (tmp_path / "plain.mp4").read_bytes()
+    assert [p for p, *_ in _probe(tmp_path / "frag.mp4")["frames"]] == [
+        p for p, *_ in _probe(tmp_path / "plain.mp4")["frames"]
+    ]

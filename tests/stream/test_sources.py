@@ -224,3 +224,52 @@ def test_real_opencv_backend_without_camera() -> None:
 def test_url_source_validates_arguments() -> None:
     with pytest.raises(ValueError, match="backoff"):
         UrlSource("rtsp://127.0.0.1:1/x", backoff=(2.0, 1.0))
+
+
+def _write_rotated(path: Path, degrees: int, frames: int = 6) -> np.ndarray:
+    """A 64x48 picture stored sideways with a display matrix that turns it upright; returns the upright one."""
+    import av
+
+    upright = np.zeros((64, 48, 3), np.uint8)  # 48 wide, 64 tall: a phone held upright
+    upright[:16, :12] = 255  # a white block in the top-left corner
+    stored = np.ascontiguousarray(np.rot90(upright, -degrees // 90))  # what the sensor recorded
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("libx264", rate=24, options={"preset": "ultrafast", "crf": "0"})
+        vs.height, vs.width = stored.shape[:2]
+        vs.pix_fmt = "yuv444p"
+        vs.set_display_rotation(degrees)
+        for i in range(frames):
+            vf = av.VideoFrame.from_ndarray(stored, format="bgr24")
+            vf.pts = i
+            for p in vs.encode(vf):
+                c.mux(p)
+        for p in vs.encode(None):
+            c.mux(p)
+    return upright
+
+
+@pytest.mark.parametrize("degrees", [90, 180, 270])
+def test_rotation_metadata_is_applied_frames_come_out_upright(tmp_path: Path, degrees: int) -> None:
+    upright = _write_rotated(tmp_path / "phone.mp4", degrees)
+    with FileSource(tmp_path / "phone.mp4") as src:
+        assert src.rotation == degrees
+        assert (src.info.width, src.info.height) == (48, 64)
+        frames = list(src)
+    assert len(frames) == 6
+    assert all(f.bgr_u8.shape == (64, 48, 3) for f in frames)
+    assert np.abs(frames[0].bgr_u8.astype(int) - upright).mean() < 3  # the white block is top-left again
+
+
+def test_realtime_paces_a_file_to_its_timestamps(clip: Clip) -> None:
+    import time
+
+    t0 = time.perf_counter()
+    with FileSource(clip.path, realtime=True) as src:
+        n = sum(1 for _ in src)
+    paced = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with FileSource(clip.path) as src:
+        assert sum(1 for _ in src) == n == clip.frames
+    fast = time.perf_counter() - t0
+    duration = (clip.frames - 1) / clip.fps
+    assert duration * 0.95 <= paced <= duration + 0.5 and fast < duration / 2
