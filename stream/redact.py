@@ -15,7 +15,7 @@ from typing import Final
 MASK: Final = "***"
 
 # scheme://user:password@host -> scheme://user:***@host ; scheme://token@host -> scheme://***@host
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^/@:\s?#]*)(?::[^/@\s]*)?@")
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^/@:\s?#]*)(?::[^/\s]*)?@")
 _SECRET_KEYS = "password|passwd|pass|pwd|passphrase|secret|token|key|auth|sig|signature|access_token"
 _QUERY = re.compile(rf"(?P<key>[?&;](?:{_SECRET_KEYS})=)[^&;#\s'\"]*", re.IGNORECASE)
 

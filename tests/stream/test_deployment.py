@@ -153,16 +153,20 @@ def test_full_disk_is_one_error_line_and_the_file_stays_playable(tiny_models: Pa
     out = tmp_path / "full.mp4"
     limit = 1_500_000
     assert noisy.stat().st_size > 2 * limit  # the output cannot fit under the limit
+    stats_path = tmp_path / "stats.json"
     run = Run(
-        ["-i", str(noisy), "-o", str(out), "--models", str(tiny_models), "-q", "--log-level", "ERROR"],
+        ["-i", str(noisy), "-o", str(out), "--models", str(tiny_models), "-q", "--log-level", "ERROR"]
+        + ["--stats-json", str(stats_path)],
         preexec_fn=_limit_file_size(limit),
     )
     assert run.finish() == 1
     errors = [line for line in run.err if line.startswith("error: ")]
     assert len(errors) == 1 and "file size limit reached" in errors[0], run.text
     assert "Traceback" not in run.text
-    frames, _ = _decode(out)
+    frames, _ = _decode(out)  # strict decode: the half-written fragment was cut
     assert 0 < frames < 240
+    stats = json.loads(stats_path.read_text())  # the failed run's stats are still written
+    assert stats["stopped_by"] == "error" and "file size limit" in stats["error"]
 
 
 def test_secrets_in_urls_never_reach_any_output(tiny_models: Path, tmp_path: Path) -> None:

@@ -609,3 +609,29 @@ def test_file_progress_is_a_bar_of_frames_over_total() -> None:
         for i in range(1, 4):
             rep(_update(i, live=False, total=3))
     assert "3/3" in out.getvalue()
+
+
+def test_recent_samples_ring_keeps_the_newest_in_order_and_totals_of_all() -> None:
+    from stream.stats import RecentSamples
+
+    r = RecentSamples(4)
+    assert r.values() == [] and len(r) == 0
+    for v in range(10):
+        r.append(float(v))
+    assert r.values() == [6.0, 7.0, 8.0, 9.0] and len(r) == 4
+    assert (r.count, r.total, r.max) == (10, 45.0, 9.0)
+    with pytest.raises(ValueError, match="capacity must be >= 1"):
+        RecentSamples(0)
+
+
+def test_per_frame_stats_are_bounded_and_sampled_frames_carry_a_reference() -> None:
+    source, sink = FakeSource(50), RecordingSink()
+    stats = Pipeline(source, [], sink, keep_samples=8, reference_every=10).run()
+    assert stats.frames_out == 50 and len(stats.latency_ms) == 8
+    assert all(len(v) == 8 for v in stats.stage_ms.values())
+    assert stats.summary()["frames_sampled"] == 8
+    refs = [f.index for f in sink.frames if f.reference_bgr_u8 is not None]
+    assert refs == [0, 10, 20, 30, 40]
+    assert all(
+        np.array_equal(f.reference_bgr_u8, f.bgr_u8) for f in sink.frames if f.reference_bgr_u8 is not None
+    )
