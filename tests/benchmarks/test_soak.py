@@ -1,0 +1,35 @@
+"""The soak benchmark: looping source accounting, slope fit, and a short real run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks.soak import LoopingFileSource, Sample, slope_per_frame, soak
+from tests.stream.conftest import write_clip
+
+
+def test_looping_source_continues_indices_and_pts(tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "c.mp4", frames=20)
+    src = LoopingFileSource(clip.path, 50)
+    frames = list(src)
+    src.close()
+    assert [f.index for f in frames] == list(range(50)) and src.loops == 2
+    pts = [f.pts for f in frames]
+    assert all(b > a for a, b in zip(pts, pts[1:], strict=False))
+    assert src.info.frame_count == 50
+
+
+def test_slope_fit() -> None:
+    samples = [Sample(f, 1000 + 3 * f, 0.0) for f in range(0, 1000, 100)]
+    assert slope_per_frame(samples) == pytest.approx(3.0)
+    assert slope_per_frame(samples[:2]) is None
+
+
+def test_short_soak_accounts_for_every_frame(tmp_path: Path) -> None:
+    r = soak(40, warmup=10, sample_every=10, output=tmp_path / "o.mp4", models=None)
+    acc = r["accounting"]
+    assert acc["exact"] and acc["frames_out"] == 40 and acc["restore_calls"] == 40
+    assert len(r["rss"]["samples"]) == 4 and r["rss"]["slope_bytes_per_frame"] is not None
+    assert r["psnr_outside_faces_db"]["frames"] == 4
