@@ -86,6 +86,8 @@ def test_file_run_keeps_every_frame_size_timestamps_and_audio(
         (["--input", "/definitely/missing.mp4"], "no such file", run_stream.EXIT_ERROR),
         (["--input", __file__], "not a readable video", run_stream.EXIT_ERROR),
         (["--max-faces", "0"], "max_faces", run_stream.EXIT_USAGE),
+        (["--crf", "60"], "crf must be in 0..51", run_stream.EXIT_USAGE),
+        (["--reconnect-timeout", "-1"], "reconnect_timeout_s must be >= 0", run_stream.EXIT_USAGE),
         (["--models", "/definitely/missing"], "detector model not found", run_stream.EXIT_ERROR),
     ],
 )
