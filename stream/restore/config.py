@@ -8,10 +8,18 @@ from dataclasses import dataclass, field
 from engines.base import Engine
 from stream.faces.front_end import FaceDetector, FaceFrontEnd
 from stream.faces.tracker import TrackerConfig
+from stream.restore.gate import GateConfig
 from stream.restore.smoother import SmootherConfig
 
 # The keys every report's ``timings_ms`` has; an op set may add its own (the torch ops: upload, download).
-TIMING_KEYS = ("detect", "align", "mask", "restore", "composite")
+TIMING_KEYS = ("detect", "align", "mask", "prior", "restore", "composite")
+# Where the occlusion mask comes from: "segmenter" (paper 003's Eq. 1: the whole-face region minus the
+# visible face, any occluder), "detector" (FMODR's face-mask region network), "union" (a pixel is
+# occluded when either says so), or "auto" (the segmenter when the models have one, else the detector).
+OCCLUSION_SOURCES = ("auto", "segmenter", "detector", "union")
+# What fills the hole: "generator" (the network, given the face prior when it takes one), "prior" (the
+# fitted face prior alone, blended at the seam), or "auto" (the generator).
+RESTORERS = ("auto", "generator", "prior")
 
 
 @dataclass(frozen=True)
@@ -21,7 +29,10 @@ class ProcessorConfig:
     ``mask_threshold``: smoothed mask value at or above which a pixel is a hole the generator fills
     (the feathered rim below it is blended, not regenerated). ``min_mask_fraction``: a face whose hole
     covers less of its crop is passed through untouched. ``paste_feather_px``: extra feathering in
-    frame pixels at paste time (0: the smoother's feather in crop pixels is enough).
+    frame pixels at paste time (0: the smoother's feather in crop pixels is enough). ``gate``: the
+    per-track decision, with hysteresis over frames, whether something covers the face at all (a face
+    judged bare is passed through bit-identical). ``occlusion`` and ``restorer``: see
+    :data:`OCCLUSION_SOURCES` and :data:`RESTORERS`.
     """
 
     max_faces: int = 4
@@ -32,6 +43,9 @@ class ProcessorConfig:
     paste_feather_px: int = 0
     smoother: SmootherConfig = field(default_factory=SmootherConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    occlusion: str = "auto"
+    restorer: str = "auto"
 
     def __post_init__(self) -> None:
         if self.max_faces < 1:
@@ -46,6 +60,10 @@ class ProcessorConfig:
             raise ValueError(f"min_mask_fraction must be in [0, 1), got {self.min_mask_fraction}")
         if self.paste_feather_px < 0:
             raise ValueError(f"paste_feather_px must be >= 0, got {self.paste_feather_px}")
+        if self.occlusion not in OCCLUSION_SOURCES:
+            raise ValueError(f"occlusion must be one of {OCCLUSION_SOURCES}, got {self.occlusion!r}")
+        if self.restorer not in RESTORERS:
+            raise ValueError(f"restorer must be one of {RESTORERS}, got {self.restorer!r}")
 
     def front_end(self, face_detector: FaceDetector, crop_size: int) -> FaceFrontEnd:
         """A new front end with this config's face limits and tracker, making ``crop_size`` crops."""
@@ -65,7 +83,8 @@ class FrameReport:
     not processed (over ``max_faces``, too small); ``masked_faces``: faces restored and pasted.
     ``timings_ms`` has every key of :data:`TIMING_KEYS` (0.0 for a step that did not run): ``detect`` =
     face detector + tracker, ``align`` = alignment and crops, ``mask`` = detector network + smoothing,
-    ``restore`` = generator network, ``composite`` = frame copy + paste back; a processor may add keys of
+    ``prior`` = face mesh + prior fit + guide, ``restore`` = generator network, ``composite`` = frame
+    copy + paste back; a processor may add keys of
     its own (the torch ops add ``upload`` and ``download``). ``detected``: whether the face detector ran
     on this frame (see ``detect_every``)."""
 

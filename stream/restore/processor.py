@@ -1,5 +1,5 @@
 """The per-frame flow, once for every device: faces -> crops -> occlusion masks -> temporal smoothing ->
-which faces to restore -> generator -> paste back -> report.
+which faces to restore -> face prior -> generator -> paste back -> report.
 
 :class:`FrameProcessor` is the only place this flow is written. The array work of each step runs on a
 :class:`stream.restore.ops.FrameOps`: :class:`~stream.restore.numpy_ops.NumpyOps` (OpenCV on host
@@ -9,9 +9,10 @@ network, a per-face "occluded or not" decision), add it to :meth:`FrameProcessor
 an array operation neither op set has yet needs one method in :mod:`stream.restore.ops` and its two
 implementations.
 
-Both networks run once per frame on the batch of all faces (a batch of N costs far less than N calls).
-A face whose smoothed hole is too small is passed through untouched, and when no face needs restoring
-the generator is not called and the input frame itself is returned.
+The networks run once per frame on the batch of all faces (a batch of N costs far less than N calls).
+Whether a face is restored at all is decided per track with hysteresis (:mod:`stream.restore.gate`): a
+face judged bare is passed through untouched, and when no face needs restoring the generator is not
+called and the input frame itself is returned, bit-identical.
 
 Two halves: :meth:`FrameProcessor.locate` (face detection, tracking, alignment and the op set's staging:
 the upload on CUDA) and :meth:`FrameProcessor.restore` (everything else). :meth:`process` runs both in
@@ -21,6 +22,7 @@ the calling thread; :class:`stream.restore.overlap.LocateAhead` runs them as two
 from __future__ import annotations
 
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 
@@ -28,8 +30,16 @@ from engines.base import Engine
 from engines.runtime import parse_device
 from stream.faces.front_end import FaceDetector, FaceFrontEnd
 from stream.restore.clock import StageClock
-from stream.restore.config import TIMING_KEYS, FrameReport, ProcessorConfig, check_processor_parts
+from stream.restore.config import (
+    TIMING_KEYS,
+    FrameReport,
+    ProcessorConfig,
+    check_engine,
+    check_processor_parts,
+)
+from stream.restore.gate import OcclusionGate
 from stream.restore.ops import STAT_HOLE_PX, FrameOps, StagedFrame
+from stream.restore.prior_step import PriorStep
 
 
 class FrameProcessor:
@@ -48,18 +58,37 @@ class FrameProcessor:
         generator_engine: Engine,
         ops: FrameOps,
         config: ProcessorConfig | None = None,
+        *,
+        segmenter_engine: Engine | None = None,
+        prior: PriorStep | None = None,
     ) -> None:
         self.config = cfg = config or ProcessorConfig()
         check_processor_parts(front_end, detector_engine, generator_engine, cfg)
         if not set(TIMING_KEYS) <= set(ops.timing_keys):
             raise ValueError(f"the op set's timing keys must include {TIMING_KEYS}, got {ops.timing_keys}")
-        for engine, role in ((detector_engine, "detector"), (generator_engine, "generator")):
+        engines = [(detector_engine, "detector"), (generator_engine, "generator")]
+        if segmenter_engine is not None:
+            check_engine(segmenter_engine, "segmenter", front_end.crop_size)
+            engines.append((segmenter_engine, "segmenter"))
+        for engine, role in engines:
             if parse_device(engine.device) != parse_device(ops.device):
                 raise ValueError(f"the {role} engine must run on {ops.device}, got {engine.device!r}")
+        self.occlusion = resolve_occlusion(cfg.occlusion, segmenter_engine is not None)
+        self.restorer = "generator" if cfg.restorer == "auto" else cfg.restorer
+        self.generator_takes_prior = "prior" in {spec.name for spec in generator_engine.inputs}
+        if prior is None and (self.generator_takes_prior or self.restorer == "prior"):
+            raise ValueError(
+                "this generator takes the face prior (input 'prior') but no prior model was given"
+                if self.generator_takes_prior
+                else "restorer 'prior' needs a face prior model (prior.npz)"
+            )
         self.front_end = front_end
         self.detector_engine = detector_engine
         self.generator_engine = generator_engine
+        self.segmenter_engine = segmenter_engine
+        self.prior = prior
         self.ops = ops
+        self.gate = OcclusionGate(cfg.gate)
         s = front_end.crop_size
         self._min_mask_px = max(1, round(cfg.min_mask_fraction * s * s))
 
@@ -71,20 +100,34 @@ class FrameProcessor:
         generator_engine: Engine,
         ops: FrameOps,
         config: ProcessorConfig | None = None,
+        *,
+        segmenter_engine: Engine | None = None,
+        prior: PriorStep | None = None,
     ) -> FrameProcessor:
         """A processor whose front end is made from ``config``, at the engines' crop size."""
         cfg = config or ProcessorConfig()
         front_end = cfg.front_end(face_detector, detector_engine.info.crop_size)
-        return cls(front_end, detector_engine, generator_engine, ops, cfg)
+        return cls(
+            front_end,
+            detector_engine,
+            generator_engine,
+            ops,
+            cfg,
+            segmenter_engine=segmenter_engine,
+            prior=prior,
+        )
 
     @property
     def device(self) -> str:
         return self.ops.device
 
     def reset(self) -> None:
-        """Start a new video: forget tracks and mask history."""
+        """Start a new video: forget tracks, mask history, occlusion decisions and priors."""
         self.front_end.reset()
         self.ops.reset()
+        self.gate.reset()
+        if self.prior is not None:
+            self.prior.reset()
 
     def warmup(self, frame_hw: tuple[int, int] | None = None) -> None:
         """Run both engines once at every batch size 1..max_faces inside the op set's session (on CUDA
@@ -96,6 +139,8 @@ class FrameProcessor:
             for batch in range(1, self.config.max_faces + 1):
                 self.detector_engine.warmup(batch)
                 self.generator_engine.warmup(batch)
+                if self.segmenter_engine is not None:
+                    self.segmenter_engine.warmup(batch)
         self.ops.reserve(frame_hw)
 
     def process(self, frame_bgr_u8: np.ndarray) -> tuple[np.ndarray, FrameReport]:
@@ -115,6 +160,9 @@ class FrameProcessor:
         ops = self.ops
         timings = dict.fromkeys(ops.timing_keys, 0.0)
         ops.retain(staged.faces.alive_ids)
+        self.gate.retain(staged.faces.alive_ids)
+        if self.prior is not None:
+            self.prior.retain(staged.faces.alive_ids)
         out, masked = staged.frame_bgr_u8, 0
         if len(staged):
             with ops.session(staged) as clock:
@@ -147,11 +195,11 @@ class FrameProcessor:
         crops, inside = ops.warp_crops(staged)
         clock.stop("align")
 
-        # 2. Occlusion masks: detector network, causal smoothing per track, never the crop's border fill
-        # (what is restored from the black fill must not be pasted), holes for the generator.
+        # 2. Occlusion masks: the detector network and/or the segmenter's Eq. 1, causal smoothing per
+        # track, never the crop's border fill (what is restored from the black fill must not be pasted),
+        # holes for the generator.
         clock.start("mask")
-        outputs = self.detector_engine.run({"image": crops})
-        probs = ops.engine_output(outputs, "mask", (n, 1, s, s), "detector")
+        probs = self._occlusion_probabilities(crops, n, s)
         masks = ops.smooth(staged.track_ids, probs)
         if inside is not None:
             masks = ops.keep_inside(masks, inside, staged.within)
@@ -159,18 +207,68 @@ class FrameProcessor:
         stats = ops.face_stats(masks, holes)
         clock.stop("mask")
 
-        # 3. Which faces to restore: those whose hole covers enough of the crop.
-        masked = [i for i in range(n) if stats[i, STAT_HOLE_PX] >= self._min_mask_px]
+        # 3. Which faces to restore: per track, something has covered the face for a few frames running
+        # (hysteresis) and its hole is not a speck. Every other face stays bit-identical.
+        area = float(s * s)
+        masked = [
+            i
+            for i, tid in enumerate(staged.track_ids)
+            if self.gate.update(tid, min(1.0, float(stats[i, STAT_HOLE_PX]) / area))
+            and stats[i, STAT_HOLE_PX] >= self._min_mask_px
+        ]
         if not masked:
             return staged.frame_bgr_u8, 0
+        images, hole_batch = ops.take(crops, masked), ops.as_hole_batch(ops.take(holes, masked))
 
-        # 4. The generator on those faces only, in one batch.
-        clock.start("restore")
-        feeds = {"image": ops.take(crops, masked), "mask": ops.as_hole_batch(ops.take(holes, masked))}
-        outputs = self.generator_engine.run(feeds)
-        restored = ops.engine_output(outputs, "restored", (len(masked), 3, s, s), "generator")
-        clock.stop("restore")
+        # 4. The face prior of those faces (mesh, fit to the visible part, guide image), on the host.
+        guides = None
+        if self.prior is not None and (self.generator_takes_prior or self.restorer == "prior"):
+            clock.start("prior")
+            guides = self.prior.guides([staged.track_ids[i] for i in masked], images, hole_batch)
+            clock.stop("prior")
 
-        # 5. Paste back, blending only inside the masks (the op set times "composite" itself).
+        # 5. The generator on those faces only, in one batch (or the prior alone).
+        if self.restorer == "prior":
+            restored = guides
+        else:
+            clock.start("restore")
+            feeds = {"image": images, "mask": hole_batch}
+            if self.generator_takes_prior:
+                feeds["prior"] = guides
+            outputs = self.generator_engine.run(feeds)
+            restored = ops.engine_output(outputs, "restored", (len(masked), 3, s, s), "generator")
+            clock.stop("restore")
+
+        # 6. Paste back, blending only inside the masks (the op set times "composite" itself).
         out = ops.paste(staged, masked, restored, ops.take(masks, masked), stats[masked])
         return out, len(masked)
+
+    def _occlusion_probabilities(self, crops: Any, n: int, s: int) -> Any:
+        """(N, 1, S, S) float32 occlusion probability in [0, 1] of the op set's kind, from the source
+        :attr:`occlusion` names."""
+        ops = self.ops
+        det = None
+        if self.occlusion in ("detector", "union"):
+            det = ops.engine_output(
+                self.detector_engine.run({"image": crops}), "mask", (n, 1, s, s), "detector"
+            )
+            if self.occlusion == "detector":
+                return det
+        assert self.segmenter_engine is not None  # resolve_occlusion guarantees it
+        out = self.segmenter_engine.run({"image": crops})
+        face = ops.engine_output(out, "face", (n, 1, s, s), "segmenter")
+        region = ops.engine_output(out, "region", (n, 1, s, s), "segmenter")
+        # Paper 003, Eq. 1: inside the whole-face region, what is not visible face is occluded.
+        occluded = region * (1.0 - face)
+        # "union": a pixel is occluded when either says so (probabilistic OR, the same on both op sets).
+        return occluded if det is None else occluded + det - occluded * det
+
+
+def resolve_occlusion(requested: str, have_segmenter: bool) -> str:
+    """The occlusion source a run uses: "auto" is the segmenter when the models have one, else the
+    detector; asking for the segmenter without one is a ValueError."""
+    if requested == "auto":
+        return "segmenter" if have_segmenter else "detector"
+    if requested in ("segmenter", "union") and not have_segmenter:
+        raise ValueError(f"occlusion {requested!r} needs segmenter.onnx in the models directory")
+    return requested

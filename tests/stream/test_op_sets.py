@@ -28,6 +28,7 @@ from engines.base import ModelInfo, is_torch_tensor  # noqa: E402
 from engines.crop import estimate_alignment, template, warp_to_crop  # noqa: E402
 from engines.face_detect import FaceDetection  # noqa: E402
 from engines.onnxruntime_engine import OnnxRuntimeEngine  # noqa: E402
+from engines.runtime import cuda_available  # noqa: E402
 from engines.torch_engine import TorchEngine  # noqa: E402
 from stream.errors import StreamError  # noqa: E402
 from stream.faces.front_end import inside_mask_from_alpha  # noqa: E402
@@ -36,6 +37,7 @@ from stream.restore import torch_ops  # noqa: E402
 from stream.restore.build import build_processor  # noqa: E402
 from stream.restore.composite import paste_back, paste_roi  # noqa: E402
 from stream.restore.config import FrameReport, ProcessorConfig  # noqa: E402
+from stream.restore.gate import GateConfig  # noqa: E402
 from stream.restore.numpy_ops import NumpyOps  # noqa: E402
 from stream.restore.ops import STAT_EXTENT, STAT_HOLE_PX, EngineOutputError  # noqa: E402
 from stream.restore.overlap import LocateAhead  # noqa: E402
@@ -46,11 +48,16 @@ from stream.types import Frame, VideoInfo  # noqa: E402
 
 S = 64
 H, W = 240, 320
-CUDA = torch.cuda.is_available()
+CUDA = cuda_available()  # engines.runtime: the project's one answer
 requires_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
 
 
 # ---------------------------------------------------------------------------- tiny networks
+
+
+# Restores from the first occluded frame: these tests follow the per-frame flow frame by frame; the
+# hysteresis over frames is tested in test_gate.py and in test_bare_faces_are_passed_through below.
+IMMEDIATE_GATE = GateConfig(frames_on=1, frames_off=1)
 
 
 class GreenDetector(torch.nn.Module):
@@ -189,7 +196,7 @@ def pair(
     engines: tuple[Recording, Recording], script: Sequence[list[FaceDetection]], **cfg: Any
 ) -> tuple[Any, Any]:
     det, gen = engines
-    config = ProcessorConfig(min_face_px=0, **cfg)
+    config = ProcessorConfig(**{"min_face_px": 0, "gate": IMMEDIATE_GATE, **cfg})
     cpu = FrameProcessor.build(ScriptedDetector(script), det, gen, NumpyOps(config), config)
     dev = torch_processor(ScriptedDetector(script), det, gen, config)
     return cpu, dev
@@ -198,7 +205,7 @@ def pair(
 def torch_processor(
     detector: Any, det: Any, gen: Any, config: ProcessorConfig | None = None, device: str = "cpu"
 ) -> FrameProcessor:
-    cfg = config or ProcessorConfig()
+    cfg = config or ProcessorConfig(gate=IMMEDIATE_GATE)
     return FrameProcessor.build(detector, det, gen, TorchOps(cfg, device), cfg)
 
 
@@ -289,7 +296,7 @@ def test_torch_smoother_matches_mask_smoother_bit_for_bit(config: SmootherConfig
 def test_the_two_op_sets_agree_op_by_op(paste_feather_px: int) -> None:
     """Each op of FrameOps on the same inputs: crops and pasted frames within the documented grey level,
     smoothing, border masks and face statistics bit for bit."""
-    config = ProcessorConfig(min_face_px=0, paste_feather_px=paste_feather_px)
+    config = ProcessorConfig(min_face_px=0, paste_feather_px=paste_feather_px, gate=IMMEDIATE_GATE)
     frame = make_frame(1)
     faces = config.front_end(ScriptedDetector([list(FACES)]), S).locate(frame)
     host, dev = NumpyOps(config), TorchOps(config, "cpu")
@@ -624,7 +631,7 @@ def test_cuda_matches_the_cpu_processor(exported, cuda_engines, monkeypatch, pas
     # TF32 convolutions would make the networks' outputs (not the pipeline) differ from the CPU's.
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     cpu_det, cpu_gen = load(exported, "onnxruntime")
-    config = ProcessorConfig(min_face_px=0, paste_feather_px=paste_feather_px)
+    config = ProcessorConfig(min_face_px=0, paste_feather_px=paste_feather_px, gate=IMMEDIATE_GATE)
     cpu = FrameProcessor.build(ScriptedDetector([list(FACES)]), cpu_det, cpu_gen, NumpyOps(config), config)
     dev = torch_processor(ScriptedDetector([list(FACES)]), *cuda_engines, config, device="cuda")
     for i in range(4):
@@ -644,7 +651,10 @@ def test_cuda_matches_the_cpu_processor(exported, cuda_engines, monkeypatch, pas
 @requires_cuda
 def test_cuda_uses_pinned_buffers_two_streams_and_gpu_timings(cuda_engines) -> None:
     dev = torch_processor(
-        ScriptedDetector([list(FACES)]), *cuda_engines, ProcessorConfig(min_face_px=0), device="cuda"
+        ScriptedDetector([list(FACES)]),
+        *cuda_engines,
+        ProcessorConfig(min_face_px=0, gate=IMMEDIATE_GATE),
+        device="cuda",
     )
     ops = dev.ops
     assert isinstance(ops, TorchOps) and ops.overlaps
@@ -682,7 +692,7 @@ def test_cuda_upload_of_the_next_frame_overlaps_restoration(cuda_engines) -> Non
         ScriptedDetector([list(FACES)]),
         det,
         SlowGenerator(gen.engine),
-        ProcessorConfig(min_face_px=0),
+        ProcessorConfig(min_face_px=0, gate=IMMEDIATE_GATE),
         "cuda",
     )
     dev.process(make_frame(0))  # warm up allocations
@@ -706,7 +716,7 @@ def test_cuda_upload_of_the_next_frame_overlaps_restoration(cuda_engines) -> Non
 @requires_cuda
 def test_cuda_locate_ahead_pipeline_gives_the_sequential_result(cuda_engines) -> None:
     frames = [make_frame(i) for i in range(6)]
-    config = ProcessorConfig(min_face_px=0)
+    config = ProcessorConfig(min_face_px=0, gate=IMMEDIATE_GATE)
     sequential = torch_processor(ScriptedDetector([list(FACES)]), *cuda_engines, config, "cuda")
     want = [sequential.process(f)[0] for f in frames]
     ahead = LocateAhead(torch_processor(ScriptedDetector([list(FACES)]), *cuda_engines, config, "cuda"))

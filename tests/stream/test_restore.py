@@ -21,6 +21,7 @@ from engines.crop import Alignment, estimate_alignment, template
 from engines.face_detect import FaceDetection
 from stream.faces.front_end import FaceFrontEnd, crop_within_frame
 from stream.restore.config import TIMING_KEYS, ProcessorConfig
+from stream.restore.gate import GateConfig
 from stream.restore.numpy_ops import NumpyOps
 from stream.restore.ops import EngineOutputError, FrameOps
 from stream.restore.processor import FrameProcessor
@@ -33,6 +34,11 @@ S = 64
 H, W = 240, 320
 FILL_RGB = (0.8, 0.6, 0.5)
 DEMO_CLIP = Path(__file__).resolve().parents[2] / "assets" / "demo.mp4"
+
+
+# Restores from the first occluded frame: these tests follow the per-frame flow frame by frame; the
+# hysteresis over frames is tested in test_gate.py and in test_bare_faces_are_passed_through below.
+IMMEDIATE_GATE = GateConfig(frames_on=1, frames_off=1)
 
 
 def _save(graph: Any, path: Path, info: ModelInfo) -> Path:
@@ -194,7 +200,7 @@ def make_ops(request) -> Callable[[ProcessorConfig], FrameOps]:
 
 def processor(detector, engines, make_ops, **config) -> FrameProcessor:
     det, gen = engines
-    cfg = ProcessorConfig(**config)
+    cfg = ProcessorConfig(**{"gate": IMMEDIATE_GATE, **config})
     return FrameProcessor.build(detector, det, gen, make_ops(cfg), cfg)
 
 
@@ -237,7 +243,7 @@ def test_identity_restoration_reproduces_the_frame(engines, make_ops, tmp_path) 
     ).astype(np.uint8)  # BGR: strongly green everywhere, channels all different
     det, _ = engines
     identity = OrtTestEngine(build_identity_generator_onnx(tmp_path / "id.onnx", S))
-    cfg = ProcessorConfig(min_face_px=0)
+    cfg = ProcessorConfig(min_face_px=0, gate=IMMEDIATE_GATE)
     proc = FrameProcessor.build(
         ScriptedDetector.same(face(*FACE_A), face(W - 20, 60, 90)), det, identity, make_ops(cfg), cfg
     )
@@ -381,7 +387,7 @@ def test_real_yunet_on_demo_clip(engines, make_ops) -> None:
     from engines.face_detect import YuNetDetector
 
     det, gen = engines
-    cfg = ProcessorConfig(min_face_px=0)
+    cfg = ProcessorConfig(min_face_px=0, gate=IMMEDIATE_GATE)
     proc = FrameProcessor.build(YuNetDetector(), det, gen, make_ops(cfg), cfg)
     reports = []
     with av.open(str(DEMO_CLIP)) as container:
@@ -396,3 +402,126 @@ def test_real_yunet_on_demo_clip(engines, make_ops) -> None:
     assert len(with_face) >= 0.8 * len(reports), "YuNet must find the face in most demo frames"
     first_ids = [r.track_ids[0] for r in with_face]
     assert max(first_ids.count(i) for i in set(first_ids)) >= 0.8 * len(with_face), "one stable track id"
+
+
+# ------------------------------------------------------------------- occluded-or-not, segmenter, prior
+class EngineDouble:
+    """Test double of the Engine protocol around a function of the feeds; records its calls."""
+
+    backend, device = "onnxruntime", "cpu"
+
+    def __init__(
+        self, role: str, inputs: Sequence[str], outputs: Sequence[str], fn: Callable[..., Any]
+    ) -> None:
+        self.info = ModelInfo(role=role, crop_size=S, profile="test")
+        self.inputs = tuple(TensorSpec(n, (-1, 1 if n == "mask" else 3, S, S)) for n in inputs)
+        self.outputs = tuple(TensorSpec(n, (-1, 3 if n == "restored" else 1, S, S)) for n in outputs)
+        self.fn, self.calls = fn, []
+
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        self.calls.append(
+            {k: v.numpy().copy() if hasattr(v, "numpy") else np.array(v) for k, v in feeds.items()}
+        )
+        return self.fn(feeds)
+
+    def warmup(self, batch: int = 1) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def test_an_occluder_is_restored_only_once_it_has_persisted_for_frames_on(frame, fresh, make_ops) -> None:
+    proc = processor(
+        ScriptedDetector.same(face(*FACE_A)), fresh, make_ops, gate=GateConfig(frames_on=3, frames_off=2)
+    )
+    outs = [proc.process(frame) for _ in range(4)]
+    assert [r.masked_faces for _, r in outs] == [0, 0, 1, 1]
+    assert outs[0][0] is frame and outs[1][0] is frame, "a face not yet judged occluded is the input itself"
+
+
+def test_a_flickering_false_alarm_on_a_bare_face_never_touches_it(frame, fresh, make_ops) -> None:
+    det, gen = fresh
+    frames = iter(range(1000))
+
+    def every_other(feeds: Mapping[str, Any]) -> dict[str, Any]:
+        mask = np.asarray(det.run(feeds)["mask"])
+        return {"mask": mask if next(frames) % 2 == 0 else np.zeros_like(mask)}
+
+    flicker = EngineDouble("detector", ["image"], ["mask"], every_other)
+    cfg = ProcessorConfig(gate=GateConfig(frames_on=2, frames_off=2))
+    proc = FrameProcessor.build(ScriptedDetector.same(face(*FACE_A)), flicker, gen, make_ops(cfg), cfg)
+    for _ in range(10):
+        out, report = proc.process(frame)
+        assert out is frame and report.masked_faces == 0
+
+
+def test_the_segmenter_mask_is_the_region_minus_the_visible_face(frame, fresh, make_ops) -> None:
+    """Paper 003, Eq. 1, with a segmenter that sees the detector's occluder as 'not face'."""
+    det, gen = fresh
+
+    def segment(feeds: Mapping[str, Any]) -> dict[str, Any]:
+        occluded = np.asarray(det.run(feeds)["mask"])
+        return {"face": 1.0 - occluded, "region": np.ones_like(occluded)}
+
+    seg = EngineDouble("segmenter", ["image"], ["face", "region"], segment)
+    cfg = ProcessorConfig(gate=IMMEDIATE_GATE)
+    unused = EngineDouble("detector", ["image"], ["mask"], lambda feeds: pytest.fail("detector ran"))
+    proc = FrameProcessor.build(
+        ScriptedDetector.same(face(*FACE_A)), unused, gen, make_ops(cfg), cfg, segmenter_engine=seg
+    )
+    assert proc.occlusion == "segmenter"
+    reference = processor(ScriptedDetector.same(face(*FACE_A)), fresh, make_ops)
+    out, report = proc.process(frame)
+    want, _ = reference.process(frame)
+    assert report.masked_faces == 1 and np.array_equal(out, want)
+    with pytest.raises(ValueError, match="needs segmenter.onnx"):
+        FrameProcessor.build(
+            ScriptedDetector.same(), det, gen, make_ops(cfg), ProcessorConfig(occlusion="segmenter")
+        )
+
+
+class FakePrior:
+    """Stands in for stream.restore.prior_step.PriorStep: a flat guide, and the calls it got."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[int], tuple[int, ...]]] = []
+
+    def guides(self, track_ids: Sequence[int], crops: Any, holes: Any) -> Any:
+        self.calls.append((list(track_ids), tuple(crops.shape)))
+        out = np.zeros(tuple(crops.shape), np.float32)
+        out[:, 2] = 1.0  # pure blue in RGB
+        return out if isinstance(crops, np.ndarray) else __import__("torch").from_numpy(out)
+
+    def retain(self, alive: Any) -> None: ...
+
+    def reset(self) -> None: ...
+
+
+def test_a_generator_that_takes_the_prior_gets_the_guides_and_prior_alone_skips_it(
+    frame, fresh, make_ops
+) -> None:
+    det, _ = fresh
+    gen = EngineDouble(
+        "generator", ["image", "mask", "prior"], ["restored"], lambda f: {"restored": f["prior"]}
+    )
+    cfg = ProcessorConfig(gate=IMMEDIATE_GATE)
+    prior = FakePrior()
+    proc = FrameProcessor.build(
+        ScriptedDetector.same(face(*FACE_A)), det, gen, make_ops(cfg), cfg, prior=prior
+    )
+    out, report = proc.process(frame)
+    assert report.masked_faces == 1 and [shape for _, shape in prior.calls] == [(1, 3, S, S)]
+    assert prior.calls[0][0] == list(report.track_ids)
+    assert np.allclose(gen.calls[0]["prior"][:, 2], 1.0)
+    x0, y0, x1, y1 = GREEN_RECT
+    centre = out[y0 + 5 : y1 - 5, x0 + 5 : x1 - 5].reshape(-1, 3).astype(int)
+    assert np.abs(centre - [255, 0, 0]).max() <= 3, "the hole shows the guide (BGR blue)"
+    with pytest.raises(ValueError, match="takes the face prior"):
+        FrameProcessor.build(ScriptedDetector.same(), det, gen, make_ops(cfg), cfg)
+    only_prior = ProcessorConfig(gate=IMMEDIATE_GATE, restorer="prior")
+    plain = fresh[1]
+    plain.batches.clear()
+    proc = FrameProcessor.build(
+        ScriptedDetector.same(face(*FACE_A)), det, plain, make_ops(only_prior), only_prior, prior=FakePrior()
+    )
+    out2, report2 = proc.process(frame)
+    assert report2.masked_faces == 1 and plain.batches == [] and np.array_equal(out2, out)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from stream.occlusion_gate import GateConfig, OcclusionGate
+from stream.restore.gate import GateConfig, OcclusionGate
 
 
 def _run(gate: OcclusionGate, fractions: list[float], track: int = 1) -> list[bool]:
