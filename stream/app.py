@@ -17,17 +17,18 @@ from engines.assets import demo_clip
 from engines.face_detect import FaceDetectorConfig, YuNetDetector
 from engines.runtime import DEVICE_CHOICES, PRECISION_CHOICES, resolve_device
 from stream.counting import RestoreCounter
+from stream.faces.reference import reference_crop
 from stream.faces.tracker import TrackerConfig
 from stream.media.cameras import CameraRequest, is_camera_spec, open_camera
 from stream.media.fidelity import Fidelity
 from stream.media.sinks import DEFAULT_CRF, NETWORK_OUTPUTS, Sink, open_sink, sink_fidelity
 from stream.media.sources import Source, open_source
 from stream.media.vcam import is_vcam, open_vcam_sink
-from stream.networks import Engines, check_engine_choices, default_models_dir, load_engines
+from stream.networks import Engines, check_engine_choices, default_models_dir, load_engines, load_prior_step
 from stream.pipeline import FrameSink, Pipeline, Stage
 from stream.redact import redact
 from stream.restore.build import RestoreStage, build_processor, restore_stages, smoother_for_crop
-from stream.restore.config import FrameReport, ProcessorConfig
+from stream.restore.config import OCCLUSION_SOURCES, RESTORERS, FrameReport, ProcessorConfig
 from stream.stats import PipelineStats, ProgressReporter, ProgressUpdate
 from stream.view import OpenViews, ViewConfig, open_views
 
@@ -58,6 +59,8 @@ class StreamConfig:
     ``output`` may also be ``vcam`` / ``vcam:/dev/videoN`` (a virtual camera). ``compare``: input and
     output in one frame (``side-by-side``, ``split``). ``preview``: ``[HOST:]PORT`` of the live web
     preview. ``camera``: size / fps / fourcc asked of a camera input (None: the camera's choice).
+    ``occlusion`` / ``restorer``: see :data:`stream.restore.config.OCCLUSION_SOURCES` and ``RESTORERS``.
+    ``reference``: a photo of the user's bare face for the face prior's identity memory.
     """
 
     input: str = str(DEMO_CLIP)
@@ -81,6 +84,9 @@ class StreamConfig:
     compare: str | None = None
     preview: str | None = None
     camera: CameraRequest | None = None
+    occlusion: str = "auto"
+    restorer: str = "auto"
+    reference: Path | None = None
 
     def __post_init__(self) -> None:
         check_engine_choices(self.backend, self.device, self.precision)
@@ -99,6 +105,10 @@ class StreamConfig:
                 f"reconnect_timeout_s must be >= 0 or None (forever), got {self.reconnect_timeout_s}"
             )
         ViewConfig(self.compare, self.preview)  # validates both
+        if self.occlusion not in OCCLUSION_SOURCES:
+            raise ValueError(f"occlusion must be one of {OCCLUSION_SOURCES}, got {self.occlusion!r}")
+        if self.restorer not in RESTORERS:
+            raise ValueError(f"restorer must be one of {RESTORERS}, got {self.restorer!r}")
         if self.camera is not None and not is_camera_spec(self.input):
             raise ValueError(
                 f"camera size/fps apply to a camera input (0, /dev/videoN, camera:NAME), got {self.input!r}"
@@ -175,9 +185,27 @@ def open_run(config: StreamConfig) -> Iterator[OpenRun]:
             detect_every=config.detect_every,
             tracker=TrackerConfig(fps=info.fps),
             smoother=smoother_for_crop(crop),
+            occlusion=config.occlusion,
+            restorer=config.restorer,
         )
+        reference = reference_crop(config.reference, crop) if config.reference is not None else None
+        prior = load_prior_step(
+            models,
+            needed=engines.generator_takes_prior or config.restorer == "prior",
+            reference_rgb_u8=reference,
+        )
+        if prior is not None:
+            stack.callback(prior.close)
         face_detector = YuNetDetector(FaceDetectorConfig(max_faces=max(config.max_faces * 2, 8)))
-        processor = build_processor(face_detector, engines.detector, engines.generator, pconf, device)
+        processor = build_processor(
+            face_detector,
+            engines.detector,
+            engines.generator,
+            pconf,
+            device,
+            segmenter_engine=engines.segmenter,
+            prior=prior,
+        )
         keep = not info.is_live if config.keep_reports is None else config.keep_reports
         restore, stages = restore_stages(
             processor, (info.height, info.width), keep_reports=keep, queue_size=config.queue_size

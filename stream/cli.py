@@ -30,6 +30,7 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 def build_parser() -> argparse.ArgumentParser:
     from engines.select import BACKENDS
     from stream.app import DEMO_CLIP, DEVICES, PRECISIONS
+    from stream.restore.config import OCCLUSION_SOURCES, RESTORERS
 
     p = argparse.ArgumentParser(
         description="Restore occluded faces in a video file, an RTSP/HTTP stream or a camera.",
@@ -67,6 +68,26 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="run the face detector every N frames (tracking in between)",
+    )
+    p.add_argument(
+        "--occlusion",
+        choices=OCCLUSION_SOURCES,
+        default="auto",
+        help="what finds the occluder: the visible-face segmenter (any occluder), the face-mask detector, "
+        "or their union; auto: the segmenter when the models have one",
+    )
+    p.add_argument(
+        "--restorer",
+        choices=RESTORERS,
+        default="auto",
+        help="what fills the hole: the generator (given the face prior when it takes one) or the fitted "
+        "face prior alone; auto: the generator",
+    )
+    p.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="a photo of your bare face: the face prior remembers it (identity memory)",
     )
     p.add_argument("--queue-size", type=int, default=4, help="frames buffered between pipeline stages")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per network (default: runtime's)")
@@ -222,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
                 compare=args.compare,
                 preview=args.preview,
                 camera=_camera_request(args),
+                occlusion=args.occlusion,
+                restorer=args.restorer,
+                reference=args.reference,
             )
             result = run(config, stop_event=stop)
         except KeyboardInterrupt:

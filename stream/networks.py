@@ -1,16 +1,23 @@
-"""The two networks of a run: the option vocabulary, the default model directory for a device, and
-loading the detector and generator engines of a model directory."""
+"""The networks of a run: the option vocabulary, the default model directory for a device, and loading
+the engines of a model directory: ``detector.onnx`` and ``generator.onnx`` always, ``segmenter.onnx``
+(visible-face segmentation, paper 003) and ``prior.npz`` (the face prior) where the directory has them."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from engines.assets import models_dir
 from engines.base import Engine
 from engines.runtime import DEVICE_CHOICES, PRECISION_CHOICES, parse_device, resolve_precision
 from engines.select import BACKENDS, load_engine
+
+if TYPE_CHECKING:
+    from stream.restore.prior_step import PriorStep
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +50,17 @@ def default_models_dir(device: str) -> Path:
 class Engines:
     detector: Engine
     generator: Engine
+    segmenter: Engine | None = None
 
     def close(self) -> None:
         self.detector.close()
         self.generator.close()
+        if self.segmenter is not None:
+            self.segmenter.close()
+
+    @property
+    def generator_takes_prior(self) -> bool:
+        return "prior" in {spec.name for spec in self.generator.inputs}
 
 
 def load_engines(
@@ -61,9 +75,13 @@ def load_engines(
             raise FileNotFoundError(
                 f"{role} model not found: {path} (expected detector.onnx and generator.onnx in {models})"
             )
+    roles = list(ROLES)
+    if (models / "segmenter.onnx").is_file():
+        paths["segmenter"] = models / "segmenter.onnx"
+        roles.append("segmenter")
     loaded: list[Engine] = []
     try:
-        for role in ROLES:
+        for role in roles:
             loaded.append(
                 load_engine(
                     paths[role],
@@ -78,4 +96,28 @@ def load_engines(
         for engine in loaded:
             engine.close()
         raise
-    return Engines(*loaded)
+    engines = Engines(*loaded)
+    if engines.segmenter is not None:
+        logger.info("occlusion: visible-face segmenter %s", paths["segmenter"])
+    return engines
+
+
+def load_prior_step(
+    models: Path, *, needed: bool, reference_rgb_u8: np.ndarray | None = None
+) -> PriorStep | None:
+    """The face-prior step of ``models/prior.npz`` when the run needs it (a generator that takes the prior,
+    or restorer "prior"), else None; a needed but missing file is a FileNotFoundError naming it."""
+    path = models / "prior.npz"
+    if not needed:
+        if reference_rgb_u8 is not None:
+            raise ValueError("--reference needs the face prior (models with prior.npz, or --restorer prior)")
+        return None
+    if not path.is_file():
+        raise FileNotFoundError(f"face prior model not found: {path} (this generator takes the prior)")
+    from engines.prior.fit import PriorFitter  # mediapipe and the prior load only when used
+    from engines.prior.model import load_prior
+    from stream.restore.prior_step import PriorStep
+
+    step = PriorStep(PriorFitter(load_prior(path)), reference_rgb_u8)
+    logger.info("face prior: %s%s", path, " with a reference photo" if reference_rgb_u8 is not None else "")
+    return step

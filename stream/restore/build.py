@@ -16,6 +16,7 @@ from stream.restore.config import FrameReport, ProcessorConfig
 from stream.restore.numpy_ops import NumpyOps
 from stream.restore.ops import FrameOps
 from stream.restore.overlap import LocateAhead
+from stream.restore.prior_step import PriorStep
 from stream.restore.processor import FrameProcessor
 from stream.restore.smoother import SmootherConfig
 from stream.types import Frame
@@ -62,10 +63,32 @@ def build_processor(
     gen_engine: Engine,
     config: ProcessorConfig | None,
     device: str,
+    *,
+    segmenter_engine: Engine | None = None,
+    prior: PriorStep | None = None,
 ) -> FrameProcessor:
-    """The frame processor for ``device`` ("cpu", "cuda", "cuda:N") on the op set :func:`ops_for_device` picks."""
+    """The frame processor for ``device`` ("cpu", "cuda", "cuda:N") on the op set :func:`ops_for_device`
+    picks; the occlusion source and the restorer it resolved are logged."""
     cfg = config or ProcessorConfig()
-    return FrameProcessor.build(face_detector, det_engine, gen_engine, ops_for_device(cfg, device), cfg)
+    processor = FrameProcessor.build(
+        face_detector,
+        det_engine,
+        gen_engine,
+        ops_for_device(cfg, device),
+        cfg,
+        segmenter_engine=segmenter_engine,
+        prior=prior,
+    )
+    restorer = processor.restorer + (" with the face prior" if processor.generator_takes_prior else "")
+    logger.info(
+        "processor: occlusion from the %s, restored by the %s; a face is restored after %d occluded "
+        "frames and released after %d bare ones",
+        processor.occlusion,
+        restorer,
+        cfg.gate.frames_on,
+        cfg.gate.frames_off,
+    )
+    return processor
 
 
 class RestoreStage:

@@ -525,3 +525,31 @@ def test_a_generator_that_takes_the_prior_gets_the_guides_and_prior_alone_skips_
     )
     out2, report2 = proc.process(frame)
     assert report2.masked_faces == 1 and plain.batches == [] and np.array_equal(out2, out)
+
+
+def test_reference_photo_errors_are_one_line(tmp_path: Path) -> None:
+    from stream.faces.reference import reference_crop
+
+    with pytest.raises(FileNotFoundError, match="reference photo not found"):
+        reference_crop(tmp_path / "none.jpg", S)
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="not a readable image"):
+        reference_crop(tmp_path / "bad.jpg", S)
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "blank.png"), np.full((200, 200, 3), 127, np.uint8))
+    with pytest.raises(ValueError, match="no face found"):
+        reference_crop(tmp_path / "blank.png", S)
+
+
+def test_reference_photo_of_a_real_face_is_a_canonical_crop(tmp_path: Path) -> None:
+    av = pytest.importorskip("av")
+    import cv2
+
+    from stream.faces.reference import reference_crop
+
+    with av.open(str(DEMO_CLIP)) as container:
+        bgr = next(container.decode(video=0)).to_ndarray(format="bgr24")
+    cv2.imwrite(str(tmp_path / "me.png"), bgr)
+    crop = reference_crop(tmp_path / "me.png", 128)
+    assert crop.shape == (128, 128, 3) and crop.dtype == np.uint8 and crop.std() > 10
