@@ -138,7 +138,7 @@ def augment_pair(
     quality = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
 
     images = [clean_rgb_u8, occluded_rgb_u8]
-    mask = mask_f32.astype(np.float32)
+    mask: np.ndarray = mask_f32.astype(np.float32)
     if flip:
         images = [im[:, ::-1] for im in images]
         mask = mask[:, ::-1]
@@ -155,7 +155,7 @@ def augment_pair(
         mask = cv2.warpAffine(
             np.ascontiguousarray(mask), m, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
         )
-    floats = [np.ascontiguousarray(im).astype(np.float32) / 255.0 for im in images]
+    floats: list[np.ndarray] = [np.ascontiguousarray(im).astype(np.float32) / 255.0 for im in images]
     pivot = float(floats[0].mean()) * float(np.mean(gain))  # from the clean image, used for both
     floats = [_colour(f, gain.astype(np.float32), pivot, contrast, saturation, hue, gamma) for f in floats]
     if blur and cfg.max_blur_sigma > 0:

@@ -76,16 +76,18 @@ def make_demo_clip(
         t = float(packet.pts * packet.time_base) if packet.pts is not None else 0.0
         if packet.stream.type == "audio":
             if t0 <= t < t1 and aout is not None:
+                assert packet.pts is not None  # a file's audio packets are timestamped
                 packet.pts -= round(t0 / packet.time_base)
                 packet.dts -= round(t0 / packet.time_base)
                 packet.stream = aout
                 dst.mux(packet)
             continue
-        for frame in packet.decode():
+        for frame in vin.decode(packet):
+            assert frame.pts is not None and frame.time_base is not None  # decoded from a file
             ft = float(frame.pts * frame.time_base)
             if not t0 <= ft < t1:
                 continue
-            bgr = frame.to_ndarray(format="bgr24")
+            bgr: np.ndarray = frame.to_ndarray(format="bgr24")
             faces = detector.detect(bgr)
             if faces:
                 lm = faces[0].landmarks.astype(np.float64)
@@ -98,16 +100,14 @@ def make_demo_clip(
                 occ = render_facemask(crop, np.random.default_rng(seed), style)
                 masked = _paste(bgr, occ.image_rgb_u8, occ.mask_f32, al.matrix)
             pts = frame.pts - round(t0 / frame.time_base)
-            for container, stream, image in (
-                (dst, vout, masked),
-                (clean, clean and clean.streams.video[0], bgr),
-            ):
-                if container is None:
-                    continue
+            outputs = [(dst, vout, masked)]
+            if clean is not None:
+                outputs.append((clean, clean.streams.video[0], bgr))
+            for dest, stream, image in outputs:
                 vf = av.VideoFrame.from_ndarray(image, format="bgr24")
                 vf.pts, vf.time_base = pts, frame.time_base
                 for p in stream.encode(vf):
-                    container.mux(p)
+                    dest.mux(p)
             written += 1
     for container in (dst, clean):
         if container is not None:

@@ -322,7 +322,7 @@ def render_freeform(
     fill = str(rng.choice(["solid", "print", "noise", "displaced"]))
     ys, xs = np.mgrid[0:s, 0:s].astype(np.float32)
     if fill == "solid":
-        rgb = (
+        rgb: np.ndarray = (
             np.broadcast_to(random_colour(rng), (s, s, 3))
             * (1 + 0.1 * value_noise((s, s), 3, rng))[..., None]
         )

@@ -255,7 +255,7 @@ def value_noise(shape: tuple[int, int], cells: int, rng: np.random.Generator) ->
 
 def grain(shape: tuple[int, int], rng: np.random.Generator, amplitude: float) -> np.ndarray:
     """Fine fabric/skin grain: (h, w) float32 multiplier around 1."""
-    n = rng.normal(0.0, 1.0, shape).astype(np.float32)
+    n: np.ndarray = rng.normal(0.0, 1.0, shape).astype(np.float32)
     n = cv2.GaussianBlur(n, (0, 0), 0.6)
     return 1.0 + amplitude * n
 

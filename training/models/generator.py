@@ -62,6 +62,7 @@ class FMODRGenerator(nn.Module):
         if profile.prior_input:
             self.prior_gate = nn.Conv2d(7, 1, 3, padding=1)
             nn.init.zeros_(self.prior_gate.weight)
+            assert self.prior_gate.bias is not None  # Conv2d's default bias=True
             nn.init.constant_(self.prior_gate.bias, -6.0)
 
     def forward(
