@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from engines.errors import BackendUnavailableError
+from engines.runtime import resolve_device
 from training.config import Lambdas, TrainConfig
 from training.losses import (
     PerceptualLoss,
@@ -33,13 +35,16 @@ log = logging.getLogger(__name__)
 
 
 def pick_device(requested: str = "auto") -> torch.device:
-    """ "auto": CUDA when available, else CPU (the caller logs which)."""
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but torch sees no CUDA GPU")
-    return device
+    """The torch device for ``requested`` ("auto", "cpu", "cuda", "cuda:N"), by
+    :func:`engines.runtime.resolve_device`: "auto" is CUDA when torch sees a GPU, else CPU.
+
+    A CUDA device torch does not see is a ValueError here, like any other bad device: for training it
+    is a wrong argument, which the CLI reports in one line.
+    """
+    try:
+        return torch.device(resolve_device(requested))
+    except BackendUnavailableError as exc:
+        raise ValueError(str(exc)) from exc
 
 
 @dataclass
