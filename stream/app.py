@@ -15,7 +15,7 @@ from pathlib import Path
 
 from engines.assets import demo_clip
 from engines.face_detect import FaceDetectorConfig, YuNetDetector
-from engines.runtime import DEVICE_CHOICES, PRECISION_CHOICES, resolve_device
+from engines.runtime import resolve_device
 from stream.counting import RestoreCounter
 from stream.faces.reference import reference_crop
 from stream.faces.tracker import TrackerConfig
@@ -36,8 +36,6 @@ logger = logging.getLogger(__name__)
 
 DEMO_CLIP = demo_clip()
 DEFAULT_OUTPUT_DIR = Path("out")
-# The command line's choices (stream.cli); the vocabulary itself is engines.runtime's.
-DEVICES, PRECISIONS = DEVICE_CHOICES, PRECISION_CHOICES
 
 
 def default_output(input_spec: str) -> Path:

@@ -28,8 +28,9 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from engines.runtime import DEVICE_CHOICES, PRECISION_CHOICES
     from engines.select import BACKENDS
-    from stream.app import DEMO_CLIP, DEVICES, PRECISIONS
+    from stream.app import DEMO_CLIP
     from stream.restore.config import OCCLUSION_SOURCES, RESTORERS
 
     p = argparse.ArgumentParser(
@@ -53,8 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--display", action="store_true", help="show the restored video in a window (q/Esc quits)")
     p.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend")
-    p.add_argument("--device", choices=DEVICES, default="auto", help="where the networks run")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto", help="auto: fp16 on CUDA, fp32 on CPU")
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="where the networks run")
+    p.add_argument(
+        "--precision", choices=PRECISION_CHOICES, default="auto", help="auto: fp16 on CUDA, fp32 on CPU"
+    )
     p.add_argument(
         "--models",
         type=Path,
