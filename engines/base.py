@@ -4,8 +4,10 @@ Tensor contract of the exported networks (all NCHW float32 unless an engine was 
 - detector:  input ``image`` (N, 3, S, S) RGB in [0, 1]  ->  output ``mask`` (N, 1, S, S) occlusion
   probability in [0, 1] (1 = occluded).
 - generator: inputs ``image`` (N, 3, S, S) RGB in [0, 1] and ``mask`` (N, 1, S, S) in [0, 1]
-  (1 = pixel to restore)  ->  output ``restored`` (N, 3, S, S) RGB in [0, 1] for the whole crop; the
-  caller blends it inside the mask.
+  (1 = pixel to restore), and for a generator exported with ``extra["prior_input"]`` also ``prior``
+  (N, 3, S, S) RGB in [0, 1] (the face prior's guide: the crop with the fitted prior blended into the
+  hole, :mod:`engines.prior.guide`)  ->  output ``restored`` (N, 3, S, S) RGB in [0, 1] for the whole
+  crop; the caller blends it inside the mask.
 - segmenter: input ``image`` (N, 3, S, S) RGB in [0, 1]  ->  outputs ``face`` (N, 1, S, S) visible-face
   probability in [0, 1] (1 = the face itself, not an occluder or background; paper 003) and ``region``
   (N, 1, S, S) whole-face probability (occluded or not); occlusion = region minus face.

@@ -47,9 +47,13 @@ _ROLE_OUTPUTS: dict[str, tuple[tuple[str, int], ...]] = {
 
 
 def tensor_specs(info: ModelInfo) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
-    """The (inputs, outputs) every backend exposes for ``info``: NCHW float32, dynamic batch."""
+    """The (inputs, outputs) every backend exposes for ``info``: NCHW float32, dynamic batch. A generator
+    exported with ``extra["prior_input"]`` also takes ``prior`` (the face prior's guide image)."""
     s = info.crop_size
-    inputs = tuple(TensorSpec(name, (-1, c, s, s)) for name, c in _ROLE_INPUTS[info.role])
+    roles = _ROLE_INPUTS[info.role]
+    if info.role == "generator" and info.extra.get("prior_input"):
+        roles = (*roles, ("prior", 3))
+    inputs = tuple(TensorSpec(name, (-1, c, s, s)) for name, c in roles)
     outputs = tuple(TensorSpec(name, (-1, c, s, s)) for name, c in _ROLE_OUTPUTS[info.role])
     return inputs, outputs
 

@@ -145,28 +145,37 @@ class _Detector:
 
 
 class _Generator:
-    """The shipped generator at its own crop size (onnxruntime, CPU)."""
+    """The shipped generator at its own crop size (onnxruntime, CPU). A generator that takes the face
+    prior (input ``prior``) is given the prior's blended guide of the same face and mask."""
 
     def __init__(self, models: Path) -> None:
         from engines.select import load_engine
 
         self.engine = load_engine(models / "generator.onnx", backend="onnxruntime", device="cpu", max_batch=1)
         self.size = int(self.engine.info.crop_size)
+        self.takes_prior = "prior" in {spec.name for spec in self.engine.inputs}
 
-    def restore(self, masked_rgb01: np.ndarray, region: np.ndarray) -> np.ndarray:
+    def restore(
+        self, masked_rgb01: np.ndarray, region: np.ndarray, guide_rgb01: np.ndarray | None = None
+    ) -> np.ndarray:
         s = masked_rgb01.shape[0]
-        img, reg = masked_rgb01, region
+        img, reg, guide = masked_rgb01, region, guide_rgb01
         if s != self.size:
             img = cv2.resize(masked_rgb01, (self.size, self.size), interpolation=cv2.INTER_AREA)
             reg = (cv2.resize(region, (self.size, self.size), interpolation=cv2.INTER_AREA) > 0.0).astype(
                 np.float32
             )
-        out = self.engine.run(
-            {
-                "image": img.transpose(2, 0, 1)[None].astype(np.float32),
-                "mask": reg[None, None].astype(np.float32),
-            }
-        )["restored"]
+            if guide is not None:
+                guide = cv2.resize(guide, (self.size, self.size), interpolation=cv2.INTER_AREA)
+        feeds = {
+            "image": img.transpose(2, 0, 1)[None].astype(np.float32),
+            "mask": reg[None, None].astype(np.float32),
+        }
+        if self.takes_prior:
+            if guide is None:
+                raise ValueError("this generator takes the face prior: pass its guide image")
+            feeds["prior"] = guide.transpose(2, 0, 1)[None].astype(np.float32)
+        out = self.engine.run(feeds)["restored"]
         restored = np.clip(np.asarray(out, dtype=np.float32)[0].transpose(1, 2, 0), 0.0, 1.0)
         if s != self.size:
             restored = cv2.resize(restored, (s, s), interpolation=cv2.INTER_CUBIC)
@@ -225,7 +234,7 @@ def evaluate_dataset(
                 "telea": telea,
                 "navier_stokes": _composite(_inpaint(masked_u8, region, cv2.INPAINT_NS), x, region),
             }
-            if generator is not None:
+            if generator is not None and not generator.takes_prior:
                 outputs["generator"] = _composite(generator.restore(x, region), x, region)
             if detector is not None:
                 # The product's path: the detector's mask instead of the true one.
@@ -233,7 +242,7 @@ def evaluate_dataset(
                 outputs["telea_detected_mask"] = _composite(
                     _inpaint(masked_u8, found, cv2.INPAINT_TELEA), x, found
                 )
-                if generator is not None:
+                if generator is not None and not generator.takes_prior:
                     outputs["generator_detected_mask"] = _composite(generator.restore(x, found), x, found)
             w0 = time.perf_counter()  # mediapipe runs its own threads: wall time
             lms = mesh.landmarks(masked_u8)
@@ -249,12 +258,18 @@ def evaluate_dataset(
             outputs["prior"] = blend_prior(x, rendered, region)
             t4 = time.thread_time()
             outputs["prior_no_seam"] = blend_prior(x, rendered, region, seam_correction=False)
+            if generator is not None and generator.takes_prior:
+                outputs["generator"] = _composite(generator.restore(x, region, outputs["prior"]), x, region)
             if detector is not None:
                 found = detector.region(x)
                 fit_d = fitter.fit(masked_u8, found, lms)
                 outputs["prior_detected_mask"] = blend_prior(
                     x, render_prior(fitter, fit_d, size, region=found), found
                 )
+                if generator is not None and generator.takes_prior:
+                    outputs["generator_detected_mask"] = _composite(
+                        generator.restore(x, found, outputs["prior_detected_mask"]), x, found
+                    )
             if lms is not None:
                 for k, v in zip(times, (w1 - w0, t2 - t1, t3 - t2, t4 - t3), strict=True):
                     times[k].append(1e3 * v)
