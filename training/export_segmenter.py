@@ -4,7 +4,8 @@ Writes ``segmenter.onnx`` and ``segmenter.pt2``: ``image`` (batch, 3, S, S) RGB 
 (batch, 1, S, S) visible-face probability and ``region`` (batch, 1, S, S) whole-face probability
 (sigmoid applied), each carrying :class:`engines.base.ModelInfo`
 (role "segmenter") like the other networks (:mod:`training.export`). ONNX Runtime and the reloaded
-program must match eager torch within 1e-3 at batch 1 and 3, else :class:`training.export.ExportError`.
+program must match eager torch within 1e-3 at batch 1 and 3, else :class:`training.export.ExportError`;
+both files' sha256 then go into the folder's ``SHA256SUMS`` (:mod:`engines.model_digest`).
 
 CLI: ``python -m training.export_segmenter --checkpoint CKPT --out models/small [--opset 17]``.
 """
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from engines.base import ModelInfo
+from engines.model_digest import write_digests
 from training.export import (
     CHECK_BATCHES,
     TOLERANCE,
@@ -110,6 +112,8 @@ def export_segmenter(checkpoint: str | Path, out_dir: str | Path, opset: int = 1
     _attach_metadata(onnx_path, info)
     _export_program(wrapper, example, pt2_path, ("image",), info)
     diffs = _verify(wrapper, onnx_path, pt2_path, size)
+    # The torch backends load only .pt2 archives listed in the folder's SHA256SUMS (engines.model_digest).
+    write_digests([onnx_path, pt2_path])
     log.info("exported segmenter to %s and %s (max |diff| %.2e)", onnx_path, pt2_path, max(diffs.values()))
     return SegmenterExport(onnx_path, pt2_path, info, diffs)
 

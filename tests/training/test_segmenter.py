@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 
+from engines.model_digest import check_listed
 from engines.occlusion_mask import segment_occlusions
 from engines.onnxruntime_engine import OnnxRuntimeEngine
 from tests.training.segmenter_fixtures import synthetic_face_set
@@ -116,6 +117,7 @@ def test_training_resumes_exactly_and_exports_through_engines(tmp_path: Path) ->
 
     result = export_segmenter(tmp_path / "straight" / "checkpoints" / "final.pt", tmp_path / "export")
     assert max(result.max_abs_diff.values()) < 1e-3
+    check_listed(result.pt2_path)  # the torch backends' gate accepts the new archive
     engine = OnnxRuntimeEngine(result.onnx_path, intra_threads=1)
     assert engine.info.role == "segmenter" and engine.info.iterations == 6
     x = np.random.default_rng(0).random((2, 3, 64, 64), dtype=np.float32)
