@@ -189,7 +189,8 @@ def open_run(config: StreamConfig) -> Iterator[OpenRun]:
         reference = reference_crop(config.reference, crop) if config.reference is not None else None
         prior = load_prior_step(
             models,
-            needed=engines.generator_takes_prior or config.restorer == "prior",
+            generator_takes_prior=engines.generator_takes_prior,
+            restorer=config.restorer,
             reference_rgb_u8=reference,
         )
         if prior is not None:

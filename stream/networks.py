@@ -103,11 +103,13 @@ def load_engines(
 
 
 def load_prior_step(
-    models: Path, *, needed: bool, reference_rgb_u8: np.ndarray | None = None
+    models: Path, *, generator_takes_prior: bool, restorer: str, reference_rgb_u8: np.ndarray | None = None
 ) -> PriorStep | None:
-    """The face-prior step of ``models/prior.npz`` when the run needs it (a generator that takes the prior,
-    or restorer "prior"), else None; a needed but missing file is a FileNotFoundError naming it."""
+    """The face-prior step of ``models/prior.npz`` when the run uses it (a generator that takes the prior,
+    restorer "prior", or restorer "auto" with the file present), else None; a needed but missing file is
+    a FileNotFoundError naming it."""
     path = models / "prior.npz"
+    needed = generator_takes_prior or restorer == "prior" or (restorer == "auto" and path.is_file())
     if not needed:
         if reference_rgb_u8 is not None:
             raise ValueError("--reference needs the face prior (models with prior.npz, or --restorer prior)")

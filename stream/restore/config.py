@@ -15,10 +15,17 @@ from stream.restore.smoother import SmootherConfig
 TIMING_KEYS = ("detect", "align", "mask", "prior", "restore", "composite")
 # Where the occlusion mask comes from: "segmenter" (paper 003's Eq. 1: the whole-face region minus the
 # visible face, any occluder), "detector" (FMODR's face-mask region network), "union" (a pixel is
-# occluded when either says so), or "auto" (the segmenter when the models have one, else the detector).
-OCCLUSION_SOURCES = ("auto", "segmenter", "detector", "union")
+# occluded when either says so), "gated-union" (the segmenter alone decides whether a face is covered;
+# the union is the mask of a face it judged covered), or "auto" (gated-union when the models have a
+# segmenter, else the detector). Why gated-union: on bare held-out faces the segmenter flags nothing
+# where the detector fires on 30-47 % of frames (benchmarks/results/masks.json), but Eq. 1 stops at the
+# face outline, and a face-mask reaching below the chin keeps its rim; the detector covers it.
+OCCLUSION_SOURCES = ("auto", "segmenter", "detector", "union", "gated-union")
 # What fills the hole: "generator" (the network, given the face prior when it takes one), "prior" (the
-# fitted face prior alone, blended at the seam), or "auto" (the generator).
+# fitted face prior alone, blended at the seam), or "auto": a generator trained with the prior, with it;
+# else the prior alone when the models have one (measured on held-out faces: 17.5 dB inside the mask
+# for the prior vs 15.9 for the plain small generator and 14.4 for Telea; benchmarks/results/
+# prior_quality.json), else the plain generator.
 RESTORERS = ("auto", "generator", "prior")
 
 

@@ -74,8 +74,8 @@ class FrameProcessor:
             if parse_device(engine.device) != parse_device(ops.device):
                 raise ValueError(f"the {role} engine must run on {ops.device}, got {engine.device!r}")
         self.occlusion = resolve_occlusion(cfg.occlusion, segmenter_engine is not None)
-        self.restorer = "generator" if cfg.restorer == "auto" else cfg.restorer
         self.generator_takes_prior = "prior" in {spec.name for spec in generator_engine.inputs}
+        self.restorer = resolve_restorer(cfg.restorer, self.generator_takes_prior, prior is not None)
         if prior is None and (self.generator_takes_prior or self.restorer == "prior"):
             raise ValueError(
                 "this generator takes the face prior (input 'prior') but no prior model was given"
@@ -199,12 +199,16 @@ class FrameProcessor:
         # track, never the crop's border fill (what is restored from the black fill must not be pasted),
         # holes for the generator.
         clock.start("mask")
-        probs = self._occlusion_probabilities(crops, n, s)
+        probs, deciding = self._occlusion_probabilities(crops, n, s)
         masks = ops.smooth(staged.track_ids, probs)
         if inside is not None:
             masks = ops.keep_inside(masks, inside, staged.within)
         holes = masks >= cfg.mask_threshold
         stats = ops.face_stats(masks, holes)
+        covered = stats[:, STAT_HOLE_PX]
+        if deciding is not None:  # gated-union: the segmenter's own Eq. 1 mask decides, unsmoothed
+            flat = deciding[:, 0]
+            covered = ops.face_stats(flat, flat >= cfg.mask_threshold)[:, STAT_HOLE_PX]
         clock.stop("mask")
 
         # 3. Which faces to restore: per track, something has covered the face for a few frames running
@@ -213,7 +217,7 @@ class FrameProcessor:
         masked = [
             i
             for i, tid in enumerate(staged.track_ids)
-            if self.gate.update(tid, min(1.0, float(stats[i, STAT_HOLE_PX]) / area))
+            if self.gate.update(tid, min(1.0, float(covered[i]) / area))
             and stats[i, STAT_HOLE_PX] >= self._min_mask_px
         ]
         if not masked:
@@ -243,32 +247,44 @@ class FrameProcessor:
         out = ops.paste(staged, masked, restored, ops.take(masks, masked), stats[masked])
         return out, len(masked)
 
-    def _occlusion_probabilities(self, crops: Any, n: int, s: int) -> Any:
-        """(N, 1, S, S) float32 occlusion probability in [0, 1] of the op set's kind, from the source
-        :attr:`occlusion` names."""
+    def _occlusion_probabilities(self, crops: Any, n: int, s: int) -> tuple[Any, Any | None]:
+        """``(probs, deciding)``: (N, 1, S, S) float32 occlusion probabilities in [0, 1] of the op set's
+        kind from the source :attr:`occlusion` names, and for "gated-union" the segmenter's own ones,
+        which decide whether a face is covered at all (else None: ``probs`` decide)."""
         ops = self.ops
         det = None
-        if self.occlusion in ("detector", "union"):
+        if self.occlusion in ("detector", "union", "gated-union"):
             det = ops.engine_output(
                 self.detector_engine.run({"image": crops}), "mask", (n, 1, s, s), "detector"
             )
             if self.occlusion == "detector":
-                return det
+                return det, None
         assert self.segmenter_engine is not None  # resolve_occlusion guarantees it
         out = self.segmenter_engine.run({"image": crops})
         face = ops.engine_output(out, "face", (n, 1, s, s), "segmenter")
         region = ops.engine_output(out, "region", (n, 1, s, s), "segmenter")
         # Paper 003, Eq. 1: inside the whole-face region, what is not visible face is occluded.
         occluded = region * (1.0 - face)
-        # "union": a pixel is occluded when either says so (probabilistic OR, the same on both op sets).
-        return occluded if det is None else occluded + det - occluded * det
+        if det is None:
+            return occluded, None
+        # A pixel is occluded when either says so (probabilistic OR, the same on both op sets).
+        union = occluded + det - occluded * det
+        return union, occluded if self.occlusion == "gated-union" else None
 
 
 def resolve_occlusion(requested: str, have_segmenter: bool) -> str:
-    """The occlusion source a run uses: "auto" is the segmenter when the models have one, else the
-    detector; asking for the segmenter without one is a ValueError."""
+    """The occlusion source a run uses: "auto" is "gated-union" when the models have a segmenter, else the
+    detector; asking for a segmenter source without one is a ValueError."""
     if requested == "auto":
-        return "segmenter" if have_segmenter else "detector"
-    if requested in ("segmenter", "union") and not have_segmenter:
+        return "gated-union" if have_segmenter else "detector"
+    if requested in ("segmenter", "union", "gated-union") and not have_segmenter:
         raise ValueError(f"occlusion {requested!r} needs segmenter.onnx in the models directory")
     return requested
+
+
+def resolve_restorer(requested: str, generator_takes_prior: bool, have_prior: bool) -> str:
+    """What fills the hole (see :data:`stream.restore.config.RESTORERS`): "auto" is the generator when it
+    takes the prior (with it) or when there is no prior, else the prior alone."""
+    if requested != "auto":
+        return requested
+    return "generator" if generator_takes_prior or not have_prior else "prior"

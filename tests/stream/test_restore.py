@@ -463,7 +463,7 @@ def test_the_segmenter_mask_is_the_region_minus_the_visible_face(frame, fresh, m
         return {"face": 1.0 - occluded, "region": np.ones_like(occluded)}
 
     seg = EngineDouble("segmenter", ["image"], ["face", "region"], segment)
-    cfg = ProcessorConfig(gate=IMMEDIATE_GATE)
+    cfg = ProcessorConfig(gate=IMMEDIATE_GATE, occlusion="segmenter")
     unused = EngineDouble("detector", ["image"], ["mask"], lambda feeds: pytest.fail("detector ran"))
     proc = FrameProcessor.build(
         ScriptedDetector.same(face(*FACE_A)), unused, gen, make_ops(cfg), cfg, segmenter_engine=seg
@@ -553,3 +553,49 @@ def test_reference_photo_of_a_real_face_is_a_canonical_crop(tmp_path: Path) -> N
     cv2.imwrite(str(tmp_path / "me.png"), bgr)
     crop = reference_crop(tmp_path / "me.png", 128)
     assert crop.shape == (128, 128, 3) and crop.dtype == np.uint8 and crop.std() > 10
+
+
+def test_gated_union_lets_only_the_segmenter_decide_and_restores_the_union(frame, fresh, make_ops) -> None:
+    """auto with a segmenter: a detector firing on a face the segmenter sees bare changes nothing; on a
+    face the segmenter sees covered, the detector's extra pixels are restored too."""
+    det, gen = fresh
+    bare = EngineDouble(
+        "segmenter", ["image"], ["face", "region"], lambda f: {"face": np.ones((len(f["image"]), 1, S, S), np.float32),
+                                                                "region": np.ones((len(f["image"]), 1, S, S), np.float32)}
+    )  # fmt: skip
+    cfg = ProcessorConfig(gate=IMMEDIATE_GATE)
+    proc = FrameProcessor.build(
+        ScriptedDetector.same(face(*FACE_A)), det, gen, make_ops(cfg), cfg, segmenter_engine=bare
+    )
+    assert proc.occlusion == "gated-union"
+    for _ in range(3):
+        out, report = proc.process(frame)
+        assert out is frame and report.masked_faces == 0
+
+    def top_half(feeds: Mapping[str, Any]) -> dict[str, Any]:
+        n = len(feeds["image"])
+        visible = np.ones((n, 1, S, S), np.float32)
+        visible[:, :, : S // 4] = 0.0  # the segmenter sees an occluder over the top quarter only
+        return {"face": visible, "region": np.ones((n, 1, S, S), np.float32)}
+
+    partial = EngineDouble("segmenter", ["image"], ["face", "region"], top_half)
+    union = FrameProcessor.build(
+        ScriptedDetector.same(face(*FACE_A)), det, gen, make_ops(cfg), cfg, segmenter_engine=partial
+    )
+    only_seg_cfg = ProcessorConfig(gate=IMMEDIATE_GATE, occlusion="segmenter")
+    only_seg = FrameProcessor.build(
+        ScriptedDetector.same(face(*FACE_A)),
+        det,
+        gen,
+        make_ops(only_seg_cfg),
+        only_seg_cfg,
+        segmenter_engine=partial,
+    )
+    out_union, r1 = union.process(frame)
+    out_seg, r2 = only_seg.process(frame)
+    assert r1.masked_faces == r2.masked_faces == 1
+    x0, y0, x1, y1 = GREEN_RECT  # the detector's occluder, outside the segmenter's top quarter
+    green_union = out_union[y0 + 5 : y1 - 5, x0 + 5 : x1 - 5]
+    green_seg = out_seg[y0 + 5 : y1 - 5, x0 + 5 : x1 - 5]
+    assert not np.array_equal(green_union, frame[y0 + 5 : y1 - 5, x0 + 5 : x1 - 5])
+    assert np.array_equal(green_seg, frame[y0 + 5 : y1 - 5, x0 + 5 : x1 - 5])
