@@ -17,6 +17,7 @@ import numpy as np
 from engines.base import ModelInfo, TensorSpec, check_feeds, feeds_as_torch, is_torch_tensor
 from engines.errors import EngineError, EngineMismatchError, ModelLoadError
 from engines.metadata import pt2_sibling, read_onnx_info, read_pt2_info, tensor_specs
+from engines.model_digest import check_listed
 from engines.runtime import PRECISIONS, import_torch, resolve_device
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,12 @@ def resolve_pt2(model_path: str | Path) -> tuple[Path, ModelInfo]:
 
 
 def load_exported(pt2: Path, info: ModelInfo) -> tuple[Any, list[str]]:
-    """(callable module, input names in call order) of an exported program; names checked against the contract."""
+    """(callable module, input names in call order) of an exported program; names checked against the contract.
+
+    Refused before torch touches it unless its sha256 is listed in the SHA256SUMS beside it
+    (:mod:`engines.model_digest`): torch unpickles parts of a .pt2, which can run code.
+    """
+    check_listed(pt2)
     torch = import_torch()
     try:
         program = torch.export.load(str(pt2))

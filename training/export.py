@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from engines.base import METADATA_KEY, ModelInfo
+from engines.model_digest import write_digests
 from training.models.detector import MaskRegionDetector, build_detector
 from training.models.discriminator import GlobalMaskedDiscriminator, build_discriminator
 from training.models.generator import FMODRGenerator, build_generator
@@ -292,6 +293,8 @@ def _export_program(
     batch = torch.export.Dim("batch", min=1, max=MAX_EXPORT_BATCH)
     program = torch.export.export(model, args, dynamic_shapes={name: {0: batch} for name in inputs})
     torch.export.save(program, str(path), extra_files={PT2_EXTRA_FILE: info.to_json()})
+    # The torch backends load only a .pt2 whose sha256 is listed beside it (engines.model_digest).
+    write_digests([path])
 
 
 def _max_diff(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:

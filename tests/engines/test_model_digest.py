@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,3 +47,32 @@ def test_write_digests_needs_one_folder(tmp_path: Path) -> None:
     (tmp_path / "x" / "b").write_bytes(b"2")
     with pytest.raises(ValueError, match="share one folder"):
         write_digests([tmp_path / "a", tmp_path / "x" / "b"])
+
+
+def test_torch_engine_refuses_an_unlisted_or_changed_pt2(generator_model: Any, tmp_path: Path) -> None:
+    """The real backend: the digest is checked before torch unpickles anything."""
+    import shutil
+
+    pytest.importorskip("torch")
+    from engines.torch_engine import TorchEngine
+
+    onnx, pt2 = tmp_path / "generator.onnx", tmp_path / "generator.pt2"
+    shutil.copy(generator_model.onnx, onnx)
+    shutil.copy(generator_model.pt2, pt2)  # a .pt2 on its own, as if downloaded: no SHA256SUMS
+    with pytest.raises(ModelLoadError, match="refusing to load: its sha256 is not listed"):
+        TorchEngine(onnx)
+    write_digests([pt2])
+    TorchEngine(onnx).close()  # listed: loads
+    with pt2.open("ab") as f:
+        f.write(b"\0")  # changed after export
+    with pytest.raises(ModelLoadError, match="changed after export"):
+        TorchEngine(onnx)
+
+
+def test_shipped_pt2_files_are_listed() -> None:
+    from engines.assets import models_dir
+
+    shipped = sorted((models_dir() / "small").glob("*.pt2"))
+    assert {p.name for p in shipped} >= {"detector.pt2", "generator.pt2"}
+    for p in shipped:
+        check_listed(p)

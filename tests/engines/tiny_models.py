@@ -10,6 +10,7 @@ import torch
 
 from engines.base import ModelInfo
 from engines.metadata import pt2_extra_files, write_onnx_info
+from engines.model_digest import write_digests
 
 CROP = 16
 
@@ -94,4 +95,5 @@ def export(
     program = torch.export.export(module, example, dynamic_shapes={k: {0: batch} for k in inputs})
     pt2_path = directory / f"{name}.pt2"
     torch.export.save(program, str(pt2_path), extra_files=pt2_extra_files(info))
+    write_digests([pt2_path])  # as training.export does: the torch backends load only listed .pt2
     return Exported(onnx_path, pt2_path, info, module)
