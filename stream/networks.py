@@ -4,6 +4,7 @@ the engines of a model directory: ``detector.onnx`` and ``generator.onnx`` alway
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,13 @@ def load_prior_step(
         return None
     if not path.is_file():
         raise FileNotFoundError(f"face prior model not found: {path} (this generator takes the prior)")
+    if restorer == "auto" and not generator_takes_prior and importlib.util.find_spec("mediapipe") is None:
+        # The prior needs mediapipe's face mesh, an extra: without it the plain generator still works.
+        logger.warning(
+            "face prior off: mediapipe is not installed (pip install 'deocclude[mediapipe]'); "
+            "the generator restores without it"
+        )
+        return None
     from engines.prior.fit import PriorFitter  # mediapipe and the prior load only when used
     from engines.prior.model import load_prior
     from stream.restore.prior_step import PriorStep

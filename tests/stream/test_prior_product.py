@@ -83,3 +83,20 @@ def test_the_prior_alone_restores_the_demo_and_a_missing_prior_is_one_line(
     )
     err = capsys.readouterr().err
     assert code == run_stream.EXIT_ERROR and "face prior model not found" in err and "Traceback" not in err
+
+
+def test_without_mediapipe_auto_falls_back_to_the_generator_with_one_logged_line(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import importlib.util
+
+    import stream.networks as networks
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        networks.importlib.util, "find_spec", lambda name, *a: None if name == "mediapipe" else real(name, *a)
+    )
+    with caplog.at_level(logging.WARNING, logger="stream.networks"):
+        step = networks.load_prior_step(SMALL, generator_takes_prior=False, restorer="auto")
+    assert step is None
+    assert [r.getMessage() for r in caplog.records if "mediapipe is not installed" in r.getMessage()]
