@@ -536,7 +536,9 @@ def test_build_processor_picks_by_device_and_logs_it(ort_engines, caplog) -> Non
         proc = build_processor(ScriptedDetector([[]]), det, gen, ProcessorConfig(), "cpu")
     assert type(proc.ops) is NumpyOps and not proc.ops.overlaps
     assert [r.getMessage() for r in caplog.records] == [
-        "processor: numpy ops on cpu (OpenCV crops and compositing, host arrays)"
+        "processor: numpy ops on cpu (OpenCV crops and compositing, host arrays)",
+        "processor: occlusion from the detector, restored by the generator; a face is restored after 3 "
+        "occluded frames and released after 8 bare ones",
     ]
     with pytest.raises(ValueError, match="device must be"):
         build_processor(ScriptedDetector([[]]), det, gen, None, "tpu")
