@@ -118,7 +118,7 @@ def test_report_counts_and_plot_with_forced_restore(tmp_path: Path, clip: Path, 
     assert r["resolution"] == "160x120"
     assert r["frames"] == {"written": 30, "warmup": 5, "measured": 25, "dropped": 0}
     assert set(r["stage_ms"]) == {"capture", "restore", "render"}
-    assert set(r["restore_steps_ms"]) == {"detect", "align", "mask", "restore", "composite"}
+    assert set(r["restore_steps_ms"]) == {"detect", "align", "mask", "prior", "restore", "composite"}
     for d in [*r["stage_ms"].values(), r["latency_ms"], r["service_ms"], r["decode_alone_ms"]]:
         assert set(d) == STAT_KEYS and d["n"] == 25
         assert 0 <= d["p50"] <= d["p95"] <= d["p99"] <= d["max"]
