@@ -10,11 +10,9 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-import torch
 
 import run_stream
-from training.export import export_models, save_checkpoint
-from training.models import build_detector, build_discriminator, build_generator, get_profile
+from tests.training.test_prior_generator import export_untrained_prior_models
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = REPO / "models" / "small"
@@ -29,23 +27,7 @@ def _frames(path: Path) -> list[np.ndarray]:
 def prior_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An (untrained) tiny_prior export beside the shipped prior: the plumbing, not the quality."""
     root = tmp_path_factory.mktemp("prior_models")
-    prof = get_profile("tiny_prior")
-    torch.manual_seed(0)
-    ckpt = save_checkpoint(
-        root / "ckpt.pt",
-        profile="tiny_prior",
-        detector=build_detector(prof),
-        generator=build_generator(prof),
-        discriminator=build_discriminator(prof),
-        optimizers={},
-        step=0,
-        stage="test",
-        config={"note": "test"},
-        perceptual_backbone="none",
-        training_data="none",
-    )
-    out = root / "models"
-    export_models(ckpt, out)
+    out = export_untrained_prior_models(root, seed=0).out_dir
     shutil.copyfile(SMALL / "prior.npz", out / "prior.npz")
     return out
 

@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from training.export import export_models, sample_inputs, save_checkpoint
+from training.export import ExportReport, export_models, sample_inputs, save_checkpoint
 from training.models import build_detector, build_discriminator, build_generator, get_profile
 
 TINY_PRIOR = get_profile("tiny_prior")
@@ -42,10 +42,11 @@ def test_the_prior_changes_the_output_inside_the_hole() -> None:
     assert float((a - b).abs().max()) > 1e-4
 
 
-def test_export_has_a_prior_input_and_matches_torch(tmp_path: Path) -> None:
-    torch.manual_seed(1)
+def export_untrained_prior_models(root: Path, seed: int = 1) -> ExportReport:
+    """An untrained tiny_prior checkpoint exported to ``root / "out"`` (the plumbing, not the quality)."""
+    torch.manual_seed(seed)
     ckpt = save_checkpoint(
-        tmp_path / "step_1.pt",
+        root / "step_1.pt",
         profile="tiny_prior",
         detector=build_detector(TINY_PRIOR),
         generator=build_generator(TINY_PRIOR),
@@ -57,7 +58,11 @@ def test_export_has_a_prior_input_and_matches_torch(tmp_path: Path) -> None:
         perceptual_backbone="random-vgg16 (untrained, tests only)",
         training_data="none",
     )
-    report = export_models(ckpt, tmp_path / "out")
+    return export_models(ckpt, root / "out")
+
+
+def test_export_has_a_prior_input_and_matches_torch(tmp_path: Path) -> None:
+    report = export_untrained_prior_models(tmp_path)
     session = ort.InferenceSession(
         str(tmp_path / "out" / "generator.onnx"), providers=["CPUExecutionProvider"]
     )
