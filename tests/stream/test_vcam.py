@@ -118,7 +118,8 @@ def test_through_pyvirtualcams_own_api_with_a_registered_fake_backend() -> None:
             self._device = device or "fake0"
 
         def send(self, frame: np.ndarray) -> None:
-            got.append(frame.copy())
+            # pyvirtualcam hands its backends the frame flattened, in the fourcc they were opened with.
+            got.append(frame.copy().reshape(H, W, 3))
 
         def close(self) -> None:
             pass
