@@ -27,8 +27,11 @@ done
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "setup: installing chromium + chromium-driver (apt) for the preview's browser test"
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+        # Not fatal: without them only that one test skips (visibly); the product does not need them.
+        if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }; then
+            echo "setup: apt could not install chromium; the preview's browser test will skip"
+        fi
     else
         echo "setup: chromium/chromedriver not found; the preview's browser test will skip" \
             "(install: apt-get install chromium chromium-driver)"
