@@ -37,8 +37,8 @@ from benchmarks.environment import device_info, git, models_info, versions
 from benchmarks.eval_clips import EvalClipsError, iter_clips, load_index
 from benchmarks.face_metrics import evaluate_frames, face_crop_rgb01, load_identity
 from benchmarks.product_run import ProductRunError, run_product
-from benchmarks.report import setup_logging, write_report
-from benchmarks.temporal import _json_safe, evaluate_series, plot_series
+from benchmarks.report import json_safe, setup_logging, write_report
+from benchmarks.temporal import evaluate_series, plot_series
 
 logger = logging.getLogger(__name__)
 
@@ -344,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         table=table_lines(report),
     )
-    write_report(_json_safe(report), args.json_path)
+    write_report(json_safe(report), args.json_path)
     for line in report["table"]:
         logger.info("%s", line)
     for c in report["checks"]:

@@ -34,7 +34,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from benchmarks.report import setup_logging, write_report
+from benchmarks.report import json_safe, setup_logging, write_report
 from engines.base import Engine
 from engines.errors import EngineError
 from engines.select import load_engine
@@ -202,17 +202,6 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return float(np.mean(finite)) if finite else None
 
 
-def _json_safe(value: Any) -> Any:
-    """NaN/inf -> None so the report is strict JSON (no NaN tokens)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def _load_one(path: Path, kwargs: dict[str, Any]) -> Engine:
     try:
         return load_engine(path, **kwargs)
@@ -353,7 +342,7 @@ def evaluate(config: QualityConfig) -> dict[str, Any]:
         "grid": str(grid_path),
         "per_image": per_image,
     }
-    return _json_safe(report)
+    return json_safe(report)
 
 
 def _mask_tile(detected: np.ndarray, used: np.ndarray) -> np.ndarray:

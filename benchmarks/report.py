@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -18,3 +19,14 @@ def write_report(report: dict[str, Any], path: Path) -> None:
     """Strict JSON (no NaN/Infinity, which other tools refuse), parents created."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+
+
+def json_safe(value: Any) -> Any:
+    """NaN/inf -> None, recursively through dicts, lists and tuples, so the report is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value

@@ -28,7 +28,7 @@ import numpy as np
 from benchmarks.baselines import BASELINES, baseline_functions, write_through_product_io
 from benchmarks.clip_io import ClipError, GroundTruth, iter_frames
 from benchmarks.environment import device_info, git, versions
-from benchmarks.report import setup_logging, write_report
+from benchmarks.report import json_safe, setup_logging, write_report
 
 logger = logging.getLogger(__name__)
 
@@ -167,16 +167,6 @@ def plot_series(report: Mapping[str, Any], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.temporal", description=__doc__.split("\n")[0])
     p.add_argument("--clip", type=Path, required=True, help="the restored clip (the product's output)")
@@ -212,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     plot = args.plot or args.json_path.with_suffix(".png")
     plot_series(report, plot, f"{args.clip.name} vs {args.clean.name}")
-    write_report(_json_safe(report), args.json_path)
+    write_report(json_safe(report), args.json_path)
     for name, m in report["methods"].items():
         logger.info(
             "%-14s psnr_mask %s | flicker %s | ratio %s",
