@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-EXTRAS="train,bench,dev,mediapipe,vcam"
+EXTRAS="train,bench,dev,mediapipe,vcam,scale"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$PY" -m venv "$work/venv"

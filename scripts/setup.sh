@@ -20,7 +20,7 @@ done
 # torch first and pinned by the lock: left to the resolver, torch pulls several GB of CUDA wheels; the
 # lock's 2.13.0 resolves to the CPU build that pip finds on this kind of machine.
 "${pip[@]}" install --quiet -c requirements.lock torch
-"${pip[@]}" install --quiet -c requirements.lock -e ".[train,bench,dev,mediapipe,vcam]"
+"${pip[@]}" install --quiet -c requirements.lock -e ".[train,bench,dev,mediapipe,vcam,scale]"
 "${pip[@]}" install --quiet --no-deps -r requirements-nodeps.lock
 # The preview's browser test drives Debian's Chromium through chromedriver. Where this runs as root on
 # a Debian/Ubuntu machine (CI, containers) install both; elsewhere say once that the test will skip.
