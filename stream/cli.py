@@ -17,12 +17,15 @@ import logging
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stream.media.sinks import DEFAULT_CRF
 from stream.redact import RedactingFilter, redact, redact_any
 from stream.shutdown import ShutdownSignals
 from stream.stats import PipelineStats
+
+if TYPE_CHECKING:
+    from stream.app import StreamConfig
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -200,6 +203,38 @@ def _summary_line(stats: PipelineStats, stopped_by: str, faces: int | None, outp
     )
 
 
+def config_from_args(args: argparse.Namespace) -> StreamConfig:
+    """The run of parsed :func:`build_parser` options (``stream.batch`` builds its per-file runs from it
+    too); a bad value is a ValueError naming what was expected."""
+    from stream.app import StreamConfig
+
+    return StreamConfig(
+        input=args.input,
+        output=args.output,
+        display=args.display,
+        backend=args.backend,
+        device=args.device,
+        precision=args.precision,
+        models=args.models,
+        max_faces=args.max_faces,
+        detect_every=args.detect_every,
+        queue_size=args.queue_size,
+        keep_audio=not args.no_audio,
+        intra_threads=args.threads,
+        progress=not args.quiet,
+        crf=args.crf,
+        realtime=args.realtime,
+        reconnect_timeout_s=args.reconnect_timeout,
+        keep_reports=False,
+        compare=args.compare,
+        preview=args.preview,
+        camera=_camera_request(args),
+        occlusion=args.occlusion,
+        restorer=args.restorer,
+        reference=args.reference,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -219,37 +254,13 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
 
     from engines.errors import EngineError
-    from stream.app import StreamConfig, run
+    from stream.app import run
     from stream.errors import StageError, StreamError
 
     stop = threading.Event()
     with ShutdownSignals(stop) as signals:
         try:
-            config = StreamConfig(
-                input=args.input,
-                output=args.output,
-                display=args.display,
-                backend=args.backend,
-                device=args.device,
-                precision=args.precision,
-                models=args.models,
-                max_faces=args.max_faces,
-                detect_every=args.detect_every,
-                queue_size=args.queue_size,
-                keep_audio=not args.no_audio,
-                intra_threads=args.threads,
-                progress=not args.quiet,
-                crf=args.crf,
-                realtime=args.realtime,
-                reconnect_timeout_s=args.reconnect_timeout,
-                keep_reports=False,
-                compare=args.compare,
-                preview=args.preview,
-                camera=_camera_request(args),
-                occlusion=args.occlusion,
-                restorer=args.restorer,
-                reference=args.reference,
-            )
+            config = config_from_args(args)
             result = run(config, stop_event=stop)
         except KeyboardInterrupt:
             # A second Ctrl-C: the pipeline closed its sink on the way out; no stats are complete.
