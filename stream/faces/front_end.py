@@ -16,6 +16,7 @@ import numpy as np
 
 from engines.crop import Alignment, estimate_alignment
 from engines.face_detect import FaceDetection
+from stream.faces.cuts import SceneCutConfig, SceneCutDetector
 from stream.faces.tracker import FaceTracker, Track, TrackerConfig
 
 logger = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ class FaceFrontEnd:
         *,
         min_face_px: int = 0,
         tracker_config: TrackerConfig | None = None,
+        cut_config: SceneCutConfig | None = None,
     ) -> None:
         if crop_size < 16:
             raise ValueError(f"crop_size must be >= 16 pixels, got {crop_size}")
@@ -105,12 +107,14 @@ class FaceFrontEnd:
         self.detect_every = detect_every
         self.min_face_px = min_face_px
         self.tracker = FaceTracker(tracker_config)
+        self.cuts = SceneCutDetector(cut_config)
         self.frames_seen = 0
         self.frames_without_faces = 0
 
     def reset(self) -> None:
         """Start a new video: no tracks, detection on the next frame."""
         self.tracker.reset()
+        self.cuts.reset()
         self.frames_seen = 0
         self.frames_without_faces = 0
 
@@ -124,6 +128,13 @@ class FaceFrontEnd:
         t0 = time.perf_counter()
         detected = self.frames_seen % self.detect_every == 0
         self.frames_seen += 1
+        if self.cuts.update(frame_bgr_u8):
+            # A new shot: no face of the last one is here (see stream.faces.cuts); detect now.
+            if self.tracker.alive_ids:
+                logger.debug("scene cut on frame %d: %d track(s) ended", self.frames_seen - 1,
+                             len(self.tracker.alive_ids))  # fmt: skip
+            self.tracker.reset()
+            detected = True
         if detected:
             tracks = self.tracker.update(self.detector.detect(frame_bgr_u8))
         else:

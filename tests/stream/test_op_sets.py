@@ -185,7 +185,9 @@ GREEN = ((60, 120, 125, 160), (285, 170, W, 240))  # x0, y0, x1, y1 over faces 0
 def make_frame(i: int) -> np.ndarray:
     rng = np.random.default_rng(100 + i)
     yy, xx = np.mgrid[:H, :W]
-    grey = 120 + 50 * np.sin(xx / 17.0 + i) * np.cos(yy / 23.0)
+    # The texture drifts slowly (0.2 rad a frame): a jump of a whole period would be a scene cut,
+    # which ends every track (stream.faces.cuts).
+    grey = 120 + 50 * np.sin(xx / 17.0 + 0.2 * i) * np.cos(yy / 23.0)
     bgr = np.clip(grey[..., None] + rng.integers(-12, 13, (H, W, 3)), 0, 255).astype(np.uint8)
     for x0, y0, x1, y1 in GREEN:
         bgr[y0 + i % 2 : y1, x0 + i : x1] = (40, 200, 40)  # the occluder moves a little
