@@ -19,5 +19,9 @@ class EngineMismatchError(EngineError, ValueError):
     """An engine file was built for another model, GPU, precision or runtime version."""
 
 
+class ServerError(EngineError, ConnectionError):
+    """A model server (Triton) cannot be reached, is not ready, or failed a request after its retries."""
+
+
 class ShapeError(EngineError, ValueError):
     """An input's shape or dtype is outside what the engine accepts (e.g. outside its batch profile)."""

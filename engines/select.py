@@ -8,6 +8,10 @@ is skipped with one more line. An explicitly requested backend that cannot run r
 BackendUnavailableError saying what to install. ``intra_threads`` (``--threads``) sets onnxruntime's
 intra-op threads and torch's on CPU (process-wide); where it does not apply (the CUDA-only backends,
 torch on CUDA) it is ignored with a logged line, never silently.
+
+"triton" (:mod:`engines.triton_engine`) runs the network on a Triton server named by ``triton`` (a
+:class:`~engines.triton_engine.TritonOptions`); "auto" never picks it, and its engines' arrays are on the
+CPU ("auto" and "cpu" resolve to "cpu"; "cuda" is a ValueError), whatever device the server uses.
 """
 
 from __future__ import annotations
@@ -16,15 +20,19 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engines import runtime
 from engines.base import Engine
 from engines.errors import BackendUnavailableError, EngineError
 from engines.runtime import PRECISIONS, importable, resolve_device
 
+if TYPE_CHECKING:
+    from engines.triton_engine import TritonOptions
+
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt", "torch-tensorrt")
+BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt", "torch-tensorrt", "triton")
 CUDA_PREFERENCE = ("tensorrt", "torch-tensorrt", "torch", "onnxruntime")
 CPU_PREFERENCE = ("onnxruntime", "torch")
 
@@ -33,6 +41,7 @@ _INSTALL_HINTS = {
     "torch": "pip install deocclude[torch]",
     "tensorrt": "pip install deocclude[tensorrt] on a machine with an NVIDIA GPU",
     "torch-tensorrt": "pip install deocclude[tensorrt] on a machine with an NVIDIA GPU",
+    "triton": "pip install 'deocclude[scale]' (tritonclient[http])",
 }
 
 
@@ -43,11 +52,14 @@ def unavailable_reason(backend: str, device_kind: str) -> str | None:
         "torch": "torch",
         "tensorrt": "tensorrt",
         "torch-tensorrt": "torch_tensorrt",
+        "triton": "tritonclient.http",
     }
     if backend not in module:
         raise ValueError(f"backend must be one of {BACKENDS[1:]}, got {backend!r}")
     if not importable(module[backend]):
         return "not installed"
+    if backend == "triton":
+        return None if device_kind == "cpu" else "its arrays are on the CPU (the server picks its own device)"
     if device_kind == "cpu":
         return "needs CUDA" if backend in ("tensorrt", "torch-tensorrt") else None
     if not runtime.cuda_available():
@@ -80,6 +92,7 @@ class EngineRequest:
     max_batch: int = 8
     intra_threads: int | None = None
     cache_dir: Path | None = None
+    triton: TritonOptions | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -131,11 +144,18 @@ def _torch_tensorrt(r: EngineRequest) -> Engine:
     )
 
 
+def _triton(r: EngineRequest) -> Engine:
+    from engines.triton_engine import TritonEngine
+
+    return TritonEngine(r.onnx_path, r.triton, max_batch=r.max_batch)
+
+
 FACTORIES: dict[str, Callable[[EngineRequest], Engine]] = {
     "onnxruntime": _onnxruntime,
     "torch": _torch,
     "tensorrt": _tensorrt,
     "torch-tensorrt": _torch_tensorrt,
+    "triton": _triton,
 }
 
 
@@ -147,18 +167,34 @@ def load_engine(
     max_batch: int = 8,
     intra_threads: int | None = None,
     cache_dir: str | Path | None = None,
+    triton: TritonOptions | None = None,
 ) -> Engine:
     """Load ``onnx_path`` (torch backends use the .pt2 next to it) on the chosen backend and device.
 
     ``precision`` applies where the backend supports it on that device (see each engine); ``intra_threads``
-    applies to onnxruntime on CPU; ``cache_dir`` is the cache root for built engines.
+    applies to onnxruntime on CPU; ``cache_dir`` is the cache root for built engines; ``triton`` is the
+    server of backend "triton" (None: :class:`~engines.triton_engine.TritonOptions`' default URL).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "triton":
+        if device not in ("auto", "cpu"):
+            raise ValueError(
+                f"backend 'triton' takes and returns CPU arrays (the server picks its own device), got device {device!r}; use --device cpu or auto"
+            )
+        device = "cpu"
+    elif triton is not None:
+        raise ValueError(f"Triton options apply to backend 'triton', got backend {backend!r}")
     resolved = resolve_device(device)
     kind = resolved.partition(":")[0]
     request = EngineRequest(
-        Path(onnx_path), resolved, precision, max_batch, intra_threads, Path(cache_dir) if cache_dir else None
+        Path(onnx_path),
+        resolved,
+        precision,
+        max_batch,
+        intra_threads,
+        Path(cache_dir) if cache_dir else None,
+        triton,
     )
     if backend != "auto":
         reason = unavailable_reason(backend, kind)
@@ -205,7 +241,7 @@ def _note_ignored_threads(backend: str, device: str, intra_threads: int | None) 
     """One line when ``intra_threads`` was asked for where it has no effect (see the module docstring)."""
     if intra_threads is None:
         return
-    if backend in ("tensorrt", "torch-tensorrt"):  # torch says so itself (engines.torch_engine)
+    if backend in ("tensorrt", "torch-tensorrt", "triton"):  # torch says so itself (engines.torch_engine)
         log.warning(
             "engine: --threads %d does not apply to %s on %s; ignored", intra_threads, backend, device
         )

@@ -18,6 +18,7 @@ from engines.runtime import DEVICE_CHOICES, PRECISION_CHOICES, parse_device, res
 from engines.select import BACKENDS, load_engine
 
 if TYPE_CHECKING:
+    from engines.triton_engine import TritonOptions
     from stream.restore.prior_step import PriorStep
 
 logger = logging.getLogger(__name__)
@@ -65,10 +66,18 @@ class Engines:
 
 
 def load_engines(
-    models: Path, *, backend: str, device: str, precision: str, max_batch: int, intra_threads: int | None
+    models: Path,
+    *,
+    backend: str,
+    device: str,
+    precision: str,
+    max_batch: int,
+    intra_threads: int | None,
+    triton: TritonOptions | None = None,
 ) -> Engines:
     """Load ``detector.onnx`` and ``generator.onnx`` of ``models`` on one backend and a resolved device
-    ("cpu", "cuda:N"); ``precision`` "auto" is fp16 on CUDA, fp32 on CPU."""
+    ("cpu", "cuda:N"); ``precision`` "auto" is fp16 on CUDA, fp32 on CPU. Backend "triton" runs them on
+    the server of ``triton`` (the local files still say which networks, see :mod:`engines.triton_engine`)."""
     prec = resolve_precision(precision, device)
     paths = {role: models / f"{role}.onnx" for role in ROLES}
     for role, path in paths.items():
@@ -91,6 +100,7 @@ def load_engines(
                     precision=prec,
                     max_batch=max_batch,
                     intra_threads=intra_threads,
+                    triton=triton,
                 )
             )
     except BaseException:

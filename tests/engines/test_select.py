@@ -22,13 +22,14 @@ no_cuda = pytest.mark.skipif(
 
 
 def test_backend_names() -> None:
-    assert BACKENDS == ("auto", "onnxruntime", "torch", "tensorrt", "torch-tensorrt")
+    assert BACKENDS == ("auto", "onnxruntime", "torch", "tensorrt", "torch-tensorrt", "triton")
 
 
 def test_available_backends_on_cpu() -> None:
     backends = available_backends("cpu")
     assert backends[0] == "onnxruntime" and "torch" in backends
     assert "tensorrt" not in backends and "torch-tensorrt" not in backends  # they need CUDA
+    assert "triton" not in backends  # a server is never picked by auto
 
 
 def test_available_backends_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
