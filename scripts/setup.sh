@@ -37,6 +37,21 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
             "(install: apt-get install chromium chromium-driver)"
     fi
 fi
+# The Triton test server (issue 15) lives in its own venv, .venv-triton: nvidia-pytriton bundles a
+# tritonserver with the Python backend and pins numpy<2, ours is 2. Not fatal: without it only the
+# triton tests skip (visibly), the product does not need it. Its model stub embeds the system's
+# libpython3.11 (Debian/Ubuntu: apt-get install libpython3.11).
+triton_log=$(mktemp)
+if { [ -x .venv-triton/bin/python ] || "$PY" -m venv .venv-triton; } >"$triton_log" 2>&1 &&
+    .venv-triton/bin/pip --disable-pip-version-check install --quiet -r requirements-triton.lock >>"$triton_log" 2>&1; then
+    stub=$(ls .venv-triton/lib/python3.*/site-packages/pytriton/tritonserver/python_backend_stubs/3.11/triton_python_backend_stub 2>/dev/null || true)
+    if [ -z "$stub" ] || ldd "$stub" | grep -q "not found"; then
+        echo "setup: .venv-triton's Python backend stub lacks libpython3.11 (apt-get install libpython3.11); the triton tests will skip"
+    fi
+    rm -f "$triton_log"
+else
+    echo "setup: could not make .venv-triton from requirements-triton.lock (log: $triton_log); the triton tests will skip"
+fi
 # opencv-contrib-python is only ever reinstalled by pip's resolver, never a second wheel: check anyway,
 # because two cv2 wheels overwrite each other's files and break at import time.
 .venv/bin/python - <<'PY'
