@@ -33,6 +33,7 @@ log = logging.getLogger("benchmarks.batch")
 # name -> the batch options that make it; RERUN runs the first again over its own finished output.
 RERUN = "rerun of the first: every file skipped (done)"
 CONFIGS = {
+    "in-process, one file at a time (1 thread)": ["--no-ray", "--workers", "1"],
     "in-process, one file at a time (2 threads)": ["--no-ray", "--workers", "1", "--cpus-per-task", "2"],
     "process pool, 2 files at a time (1 thread each)": ["--no-ray", "--workers", "2"],
     "local Ray, 2 CPUs, 2 tasks at a time (1 thread each)": ["--ray", "--workers", "2"],
