@@ -66,3 +66,49 @@ def plot_latency(report: Mapping[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_streams(report: Mapping[str, Any], path: Path) -> None:
+    """benchmarks.triton_streams: faces/s (left) and per-stream p50 / p95 latency (right) by stream count,
+    one line per transport, the in-process onnxruntime baseline dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["summary"]
+    served = [r for r in rows if "stream_p50_ms" in r]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for transport in sorted({r["transport"] for r in served}):
+        mine = sorted((r for r in served if r["transport"] == transport), key=lambda r: r["streams"])
+        n = [r["streams"] for r in mine]
+        left.plot(n, [r["faces_per_s"] for r in mine], marker="o", label=f"Triton, {transport}")
+        (line,) = right.plot(n, [r["stream_p50_ms"] for r in mine], marker="o", label=f"{transport} p50")
+        right.plot(
+            n,
+            [r["stream_p95_ms"] for r in mine],
+            marker="^",
+            ls=":",
+            color=line.get_color(),
+            label=f"{transport} p95",
+        )
+    for r in rows:
+        if "stream_p50_ms" not in r:
+            left.axhline(r["faces_per_s"], ls="--", color="grey", label="onnxruntime in-process, 1 stream")
+    for ax in (left, right):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([r["streams"] for r in served], [str(r["streams"]) for r in served])
+        ax.set_xlabel("concurrent streams (one client process each)")
+        ax.legend(fontsize=7)
+    left.set_ylabel("faces/s, all streams")
+    right.set_ylabel("ms per request, median stream")
+    dev = report["device"]
+    fig.suptitle(
+        f"generator ({report['model']['crop_size']} px) on one Triton server, dynamic batching | {dev['name']} "
+        f"({dev['cpu_cores_usable']} cores, shared with the clients)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
