@@ -5,7 +5,10 @@ a frame on a bare mouth, a beard or a shadow smears a face that had nothing on i
 alone never decides; each track carries a yes/no state that turns on only after the occluded share of the
 face has stayed above ``on_fraction`` for ``frames_on`` consecutive frames, and off only after it has
 stayed below ``off_fraction`` for ``frames_off`` frames. A face whose state is off is passed through
-bit-identical. The cost is a delay of ``frames_on - 1`` frames when an occluder appears (measured by
+bit-identical. When the segmenter decides (the "gated-union" source), a pixel counts as evidence only where
+its Eq. 1 occlusion probability reaches ``evidence_probability`` (0.9): shadows, a turned cheek and hair
+at the face's edge come out diffuse (mean probability 0.5-0.87 on the bare held-out stills), real
+occluders confident (mean 0.81-0.97). The cost is a delay of ``frames_on - 1`` frames when an occluder appears (measured by
 benchmarks, reported as frames from appearance to mask).
 """
 
@@ -17,18 +20,25 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class GateConfig:
-    """Fractions are of the face region (or the crop, for masks without a face region), in [0, 1]."""
+    """Fractions are of the face region (or the crop, for masks without a face region), in [0, 1].
+    ``evidence_probability``: the occlusion probability at or above which a pixel of the deciding mask
+    counts (the segmenter's; see the module docstring). Held-out faces, 128 px crops, share of the crop at
+    >= 0.9 reaching 0.04: 0 of 159 bare faces (their largest: 0.009), 100 % of face-masks, 98 % of scarves, 94 % of hands, 82 %
+    of sunglasses (hysteresis keeps a face on once it is on)."""
 
     on_fraction: float = 0.04
     off_fraction: float = 0.02
     frames_on: int = 3
     frames_off: int = 8
+    evidence_probability: float = 0.9
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.off_fraction <= self.on_fraction <= 1.0:
             raise ValueError(
                 f"need 0 <= off_fraction <= on_fraction <= 1, got {self.off_fraction}, {self.on_fraction}"
             )
+        if not 0.0 < self.evidence_probability <= 1.0:
+            raise ValueError(f"evidence_probability must be in (0, 1], got {self.evidence_probability}")
         if self.frames_on < 1 or self.frames_off < 1:
             raise ValueError(
                 f"frames_on and frames_off must be >= 1, got {self.frames_on}, {self.frames_off}"

@@ -208,7 +208,7 @@ class FrameProcessor:
         covered = stats[:, STAT_HOLE_PX]
         if deciding is not None:  # gated-union: the segmenter's own Eq. 1 mask decides, unsmoothed
             flat = deciding[:, 0]
-            covered = ops.face_stats(flat, flat >= cfg.mask_threshold)[:, STAT_HOLE_PX]
+            covered = ops.face_stats(flat, flat >= cfg.gate.evidence_probability)[:, STAT_HOLE_PX]
         clock.stop("mask")
 
         # 3. Which faces to restore: per track, something has covered the face for a few frames running

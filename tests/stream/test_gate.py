@@ -47,3 +47,11 @@ def test_bad_config_names_the_rule(kwargs: dict[str, float]) -> None:
 def test_fraction_out_of_range_is_an_error() -> None:
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         OcclusionGate().update(1, 1.5)
+
+
+def test_evidence_probability_must_be_a_probability() -> None:
+    with pytest.raises(ValueError, match="evidence_probability"):
+        GateConfig(evidence_probability=0.0)
+    with pytest.raises(ValueError, match="evidence_probability"):
+        GateConfig(evidence_probability=1.2)
+    assert GateConfig().evidence_probability == 0.9

@@ -599,3 +599,26 @@ def test_gated_union_lets_only_the_segmenter_decide_and_restores_the_union(frame
     green_seg = out_seg[y0 + 5 : y1 - 5, x0 + 5 : x1 - 5]
     assert not np.array_equal(green_union, frame[y0 + 5 : y1 - 5, x0 + 5 : x1 - 5])
     assert np.array_equal(green_seg, frame[y0 + 5 : y1 - 5, x0 + 5 : x1 - 5])
+
+
+@pytest.mark.parametrize(("occluded", "restored"), [(0.75, 0), (0.95, 1)])
+def test_gated_union_counts_only_confident_segmenter_pixels(frame, fresh, make_ops, occluded, restored) -> None:
+    """A diffuse 'occlusion' (a shadow, hair at the edge: Eq. 1 probability 0.75 over a third of the crop)
+    is not evidence; the same area at 0.95 is (GateConfig.evidence_probability, 0.9)."""
+    det, gen = fresh
+
+    def diffuse(feeds: Mapping[str, Any]) -> dict[str, Any]:
+        n = len(feeds["image"])
+        visible = np.ones((n, 1, S, S), np.float32)
+        visible[:, :, : S // 3] = 1.0 - occluded
+        return {"face": visible, "region": np.ones((n, 1, S, S), np.float32)}
+
+    seg = EngineDouble("segmenter", ["image"], ["face", "region"], diffuse)
+    cfg = ProcessorConfig(gate=IMMEDIATE_GATE)
+    proc = FrameProcessor.build(
+        ScriptedDetector.same(face(*FACE_A)), det, gen, make_ops(cfg), cfg, segmenter_engine=seg
+    )
+    for _ in range(2):
+        out, report = proc.process(frame)
+        assert report.masked_faces == restored
+        assert (out is frame) == (restored == 0)
