@@ -92,7 +92,7 @@ def running(
     result) where ``result["stats"]`` is set once the run is over."""
     with open_run(StreamConfig(input=str(DEMO_CLIP), max_faces=max_faces, progress=False)) as opened:
         src = opened.source if source is None else source
-        views = open_views(view, opened.stages, src.info, counts=opened.counter)
+        views = open_views(view, opened.stages, src.info, counts=opened.counter, controls=opened.controls)
         pipeline = Pipeline(src, views.stages, NullSink(), queue_size=4, on_progress=views.on_progress(None))
         result: dict[str, PipelineStats] = {}
         thread = threading.Thread(target=lambda: result.update(stats=pipeline.run()), daemon=True)

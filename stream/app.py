@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engines.assets import demo_clip
 from engines.face_detect import FaceDetectorConfig, YuNetDetector
@@ -26,11 +27,15 @@ from stream.media.sources import Source, open_source
 from stream.media.vcam import is_vcam, open_vcam_sink
 from stream.networks import Engines, check_engine_choices, default_models_dir, load_engines, load_prior_step
 from stream.pipeline import FrameSink, Pipeline, Stage
+from stream.preview.controls import LiveControls
 from stream.redact import redact
 from stream.restore.build import RestoreStage, build_processor, restore_stages, smoother_for_crop
 from stream.restore.config import OCCLUSION_SOURCES, RESTORERS, FrameReport, ProcessorConfig
 from stream.stats import PipelineStats, ProgressReporter, ProgressUpdate
 from stream.view import OpenViews, ViewConfig, open_views
+
+if TYPE_CHECKING:
+    from engines.triton_engine import TritonOptions
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +64,8 @@ class StreamConfig:
     preview. ``camera``: size / fps / fourcc asked of a camera input (None: the camera's choice).
     ``occlusion`` / ``restorer``: see :data:`stream.restore.config.OCCLUSION_SOURCES` and ``RESTORERS``.
     ``reference``: a photo of the user's bare face for the face prior's identity memory.
+    ``triton``: the server of ``backend="triton"`` (None: its default URL); the networks run there and
+    this process's frame work on the CPU.
     """
 
     input: str = str(DEMO_CLIP)
@@ -85,9 +92,18 @@ class StreamConfig:
     occlusion: str = "auto"
     restorer: str = "auto"
     reference: Path | None = None
+    triton: TritonOptions | None = None
 
     def __post_init__(self) -> None:
         check_engine_choices(self.backend, self.device, self.precision)
+        if self.backend == "triton" and self.device == "cuda":
+            raise ValueError(
+                "--backend triton runs the networks on the server; use --device cpu or auto here"
+            )
+        if self.triton is not None and self.backend != "triton":
+            raise ValueError(
+                f"Triton options (--triton-url ...) apply to --backend triton, got {self.backend!r}"
+            )
         if not 1 <= self.max_faces <= 64:
             raise ValueError(f"max_faces must be in 1..64, got {self.max_faces}")
         if self.detect_every < 1:
@@ -145,12 +161,13 @@ class OpenRun:
     models: Path
     counter: RestoreCounter
     views: OpenViews
+    controls: LiveControls  # what the preview page sets and the restore thread reads (the face pick)
 
 
 @contextmanager
 def open_run(config: StreamConfig) -> Iterator[OpenRun]:
     """Opens the source and the engines and builds the processing stages (closed on exit)."""
-    device = resolve_device(config.device)
+    device = "cpu" if config.backend == "triton" else resolve_device(config.device)
     models = config.models or default_models_dir(device)
     with ExitStack() as stack:
         to_stream = config.output is not None and config.output.lower().startswith(NETWORK_OUTPUTS)
@@ -175,6 +192,7 @@ def open_run(config: StreamConfig) -> Iterator[OpenRun]:
             precision=config.precision,
             max_batch=config.max_faces,
             intra_threads=config.intra_threads,
+            triton=config.triton,
         )
         stack.callback(engines.close)
         crop = engines.detector.info.crop_size
@@ -196,6 +214,7 @@ def open_run(config: StreamConfig) -> Iterator[OpenRun]:
         if prior is not None:
             stack.callback(prior.close)
         face_detector = YuNetDetector(FaceDetectorConfig(max_faces=max(config.max_faces * 2, 8)))
+        controls = LiveControls()
         processor = build_processor(
             face_detector,
             engines.detector,
@@ -204,6 +223,7 @@ def open_run(config: StreamConfig) -> Iterator[OpenRun]:
             device,
             segmenter_engine=engines.segmenter,
             prior=prior,
+            choice=controls,
         )
         keep = not info.is_live if config.keep_reports is None else config.keep_reports
         restore, stages = restore_stages(
@@ -211,10 +231,14 @@ def open_run(config: StreamConfig) -> Iterator[OpenRun]:
         )
         counter = RestoreCounter(restore, keep_reports=keep)
         views = open_views(
-            ViewConfig(config.compare, config.preview), counter.wrap(stages), info, counts=counter
+            ViewConfig(config.compare, config.preview),
+            counter.wrap(stages),
+            info,
+            counts=counter,
+            controls=controls,
         )
         stack.callback(views.close)
-        yield OpenRun(source, engines, restore, views.stages, device, models, counter, views)
+        yield OpenRun(source, engines, restore, views.stages, device, models, counter, views, controls)
 
 
 def run(

@@ -10,12 +10,14 @@ from collections.abc import Sequence
 
 from stream.pipeline import FunctionStage, Stage
 from stream.restore.build import RestoreStage
+from stream.restore.config import FrameReport
 from stream.types import Frame
 
 
 class RestoreCounter:
     """Wraps a :class:`RestoreStage`: sums faces restored and frames seen, keeps the reports only if
-    ``keep_reports``. Called from the restore thread only (no lock)."""
+    ``keep_reports``, and the newest report in :attr:`last_report` (what the preview shows of the
+    frame). Called from the restore thread only (no lock)."""
 
     def __init__(self, restore: RestoreStage, keep_reports: bool) -> None:
         restore.keep_reports = True  # the last report is read after each frame, then dropped if not kept
@@ -24,6 +26,7 @@ class RestoreCounter:
         self.frames = 0
         self.masked_faces = 0
         self.frames_restored = 0
+        self.last_report: FrameReport | None = None
 
     @property
     def name(self) -> str:
@@ -33,6 +36,7 @@ class RestoreCounter:
         out = self._restore(frame)
         reports = self._restore.reports
         report = reports[-1] if self.keep_reports else reports.pop()
+        self.last_report = report
         self.frames += 1
         self.masked_faces += report.masked_faces
         self.frames_restored += report.masked_faces > 0

@@ -19,6 +19,7 @@ from stream.pipeline import Stage
 from stream.preview.controls import LiveControls
 from stream.preview.hub import PreviewHub
 from stream.preview.server import PreviewServer, parse_bind
+from stream.restore.config import FrameReport
 from stream.stats import ProgressUpdate
 from stream.types import Frame, VideoInfo
 
@@ -29,19 +30,24 @@ RESTORE: Final = "restore"  # the name of the stage that restores (stream.restor
 
 class RestoreCounts(Protocol):
     """A run-wide count of faces restored that the inner stage increases (``stream.counting``'s
-    ``RestoreCounter``); read before and after each frame, in this same thread."""
+    ``RestoreCounter``), and the report of the frame it restored last; read before and after each
+    frame, in this same thread."""
 
     @property
     def masked_faces(self) -> int: ...
+
+    @property
+    def last_report(self) -> FrameReport | None: ...
 
 
 class ViewStage:
     """``inner`` (the restore stage) followed by the live controls, the preview and the comparison.
 
     ``counts``: what ``inner`` counts; its increase over a frame is that frame's restored faces, shown
-    by the preview (None: not shown). ``controls.paused``: the output is the input as captured. ``hub``: receives
-    input and output of every frame. ``compare``: a :data:`stream.media.compare.COMPARE_MODES` mode, or
-    None; the sink then needs :func:`stream.media.compare.compare_info`'s size.
+    by the preview (None: not shown), and its last report has the faces the preview lists.
+    ``controls.paused``: the output is the input as captured. ``hub``: receives input and output of
+    every frame. ``compare``: a :data:`stream.media.compare.COMPARE_MODES` mode, or None; the sink then
+    needs :func:`stream.media.compare.compare_info`'s size.
     """
 
     def __init__(
@@ -76,7 +82,12 @@ class ViewStage:
         if paused and out.bgr_u8 is not input_bgr_u8:
             out = dataclasses.replace(out, bgr_u8=input_bgr_u8)
         if self._hub is not None:
-            self._hub.publish(input_bgr_u8, out.bgr_u8, faces)
+            report = None if self._counts is None else self._counts.last_report
+            if report is None:
+                self._hub.publish(input_bgr_u8, out.bgr_u8, faces)
+            else:
+                lost = report.only_track if report.only_track_lost else None
+                self._hub.publish(input_bgr_u8, out.bgr_u8, faces, tracks=report.tracked, lost_track=lost)
         if self._compare is not None:
             out = compose_frame(out, input_bgr_u8, self._compare)
         return out
@@ -135,10 +146,17 @@ class OpenViews:
 
 
 def open_views(
-    config: ViewConfig, stages: Sequence[Stage], info: VideoInfo, *, counts: RestoreCounts | None = None
+    config: ViewConfig,
+    stages: Sequence[Stage],
+    info: VideoInfo,
+    *,
+    counts: RestoreCounts | None = None,
+    controls: LiveControls | None = None,
 ) -> OpenViews:
     """``stages`` with the stage named "restore" wrapped in a :class:`ViewStage` for ``config`` (unchanged
-    when nothing is asked), and the preview server listening (a port in use raises SinkError here)."""
+    when nothing is asked), and the preview server listening (a port in use raises SinkError here).
+    ``controls``: the ones the processor reads its face pick from (``stream.app.OpenRun.controls``);
+    without them the preview makes its own, and its face pick reaches no processor."""
     if not config.active:
         return OpenViews(list(stages), info, None, None)
     names = [s.name for s in stages]
@@ -147,7 +165,7 @@ def open_views(
     server = None
     hub = None
     if config.preview is not None:
-        hub = PreviewHub()
+        hub = PreviewHub(controls)
         server = PreviewServer(hub, *parse_bind(config.preview))
     wrapped: list[Stage] = [
         ViewStage(s, counts=counts, hub=hub, compare=config.compare) if s.name == RESTORE else s

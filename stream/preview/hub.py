@@ -6,6 +6,9 @@ no encoding: the pipeline never waits for the preview). A JPEG is encoded only w
 frame newer than the last one encoded, once per frame and kind however many clients watch, in the
 asking client's thread. What the preview adds is measured per served frame of the restored stream: from
 publish (the frame leaving the restore stage) to its JPEG written to a client's socket.
+
+The hub also knows the faces of the newest frame (track ids and boxes), which the page lists for
+"pick the face"; :meth:`PreviewHub.update_controls` accepts a pick only of a face it lists.
 """
 
 from __future__ import annotations
@@ -13,13 +16,15 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
 import cv2
 import numpy as np
 
-from stream.preview.controls import LiveControls
+from stream.preview.controls import ControlState, LiveControls
+from stream.restore.config import TrackedFace
 from stream.stats import ProgressUpdate, distribution
 
 OUTPUT: Final = "output"
@@ -79,6 +84,8 @@ class PreviewHub:
         self._output: np.ndarray | None = None
         self._published_at = 0.0
         self._faces: int | None = None
+        self._tracks: tuple[TrackedFace, ...] = ()
+        self._lost_track: int | None = None
         self._closed = False
         self._encode_locks = {k: threading.Lock() for k in KINDS}
         self._jpegs: dict[str, Jpeg | None] = dict.fromkeys(KINDS)
@@ -89,15 +96,26 @@ class PreviewHub:
 
     # -- the pipeline's side ------------------------------------------------------------------
 
-    def publish(self, input_bgr_u8: np.ndarray, output_bgr_u8: np.ndarray, faces: int | None) -> None:
+    def publish(
+        self,
+        input_bgr_u8: np.ndarray,
+        output_bgr_u8: np.ndarray,
+        faces: int | None,
+        *,
+        tracks: Sequence[TrackedFace] = (),
+        lost_track: int | None = None,
+    ) -> None:
         """Called by the restore thread for every frame: references to the (H, W, 3) uint8 BGR input as
-        captured and the output as sent on (neither may be modified afterwards), and how many faces were
-        restored in it (None: not known)."""
+        captured and the output as sent on (neither may be modified afterwards), how many faces were
+        restored in it (None: not known), the faces sent to the networks (``tracks``) and, when the
+        picked track has ended, its id (``lost_track``)."""
         with self._cond:
             self._seq += 1
             self._input, self._output = input_bgr_u8, output_bgr_u8
             self._published_at = time.perf_counter()
             self._faces = faces
+            self._tracks = tuple(tracks)
+            self._lost_track = lost_track
             self._cond.notify_all()
 
     def on_progress(self, update: ProgressUpdate) -> None:
@@ -121,6 +139,21 @@ class PreviewHub:
             return self._closed
 
     # -- the server's side --------------------------------------------------------------------
+
+    def track_ids(self) -> list[int]:
+        """The track ids of the faces in the newest frame (what the page lists), in the frame's order."""
+        with self._cond:
+            return [t.track_id for t in self._tracks]
+
+    def update_controls(self, changes: dict[str, object]) -> ControlState:
+        """:meth:`LiveControls.update`, and a picked ``only_track`` must be a face of the newest frame
+        (or the current pick): a ValueError names the faces there are."""
+        tid = changes.get("only_track")
+        if isinstance(tid, int) and not isinstance(tid, bool):
+            ids = self.track_ids()
+            if tid not in ids and tid != self.controls.only_track:
+                raise ValueError(f"no face #{tid} in the current frame; its faces are {ids}")
+        return self.controls.update(changes)
 
     def wait_jpeg(self, kind: str, after_seq: int, timeout_s: float) -> Jpeg | None:
         """The newest frame of ``kind`` ("output" or "input") with seq > ``after_seq`` as a JPEG, waiting
@@ -178,11 +211,13 @@ class PreviewHub:
 
     def stats(self) -> dict[str, object]:
         """The page's live numbers, JSON-ready: fps and latency over the last ``window_s``, drops, faces in
-        the newest frame, the controls, and the preview's own cost."""
+        the newest frame (restored count, and ``tracks``: id, box x/y/w/h in frame pixels, restored), the
+        controls (``only_track_lost``: the picked track has ended), and the preview's own cost."""
         now = time.perf_counter()
         with self._cond:
             window = [p for p in self._progress if now - p[0] <= self._window_s]
             update, faces, seq = self._last_update, self._faces, self._seq
+            tracks, lost_track = self._tracks, self._lost_track
             served, encode = list(self._served_ms)[-60:], list(self._encode_ms)[-60:]
             size = None if self._output is None else self._output.shape[1::-1]
             ended = self._closed
@@ -202,6 +237,13 @@ class PreviewHub:
             "size": None if size is None else list(size),
             "paused": state.paused,
             "overlay": state.overlay,
+            "only_track": state.only_track,
+            # Only about the pick in force: right after a new pick, the frame shown was processed before it.
+            "only_track_lost": state.only_track is not None and lost_track == state.only_track,
+            "tracks": [
+                {"id": t.track_id, "box": [round(v) for v in t.box_xywh], "restored": t.restored}
+                for t in tracks
+            ],
             "preview_ms_p50": distribution(served)["p50"],
             "jpeg_encode_ms_p50": distribution(encode)["p50"],
             "live": None if update is None else update.live,

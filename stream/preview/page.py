@@ -1,5 +1,6 @@
 """The preview page, inline (one small file, no package data to install). Every control on it is wired:
-``paused`` and ``overlay`` go to ``POST /controls`` (see :mod:`stream.preview.controls`)."""
+``paused``, ``overlay`` and ``only_track`` (the face list, rebuilt from ``/stats.json`` as tracks come
+and go) go to ``POST /controls`` (see :mod:`stream.preview.controls`)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ PAGE_HTML: Final = """<!doctype html>
   #stats span { margin-right: 14px; }
   #stats b { color: #fff; }
   label { margin-right: 16px; }
-  #status { color: #e88; }
+  #status, #pick-status { color: #e88; }
+  select { background: #222; color: #ddd; }
   a { color: #8cf; }
 </style>
 </head>
@@ -45,9 +47,13 @@ PAGE_HTML: Final = """<!doctype html>
 <div>
   <label><input type="checkbox" id="paused"> pause restoration (send the input as is)</label>
   <label><input type="checkbox" id="overlay"> show the mask overlay (pixels the restoration replaced)</label>
+  <label>restore <select id="only_track"><option value="">all faces</option></select>
+    (the other faces pass through untouched)</label>
+  <span id="pick-status"></span>
 </div>
 <script>
 "use strict";
+let lastError = "";  // the answer to a refused POST /controls, shown until the next accepted one
 const num = (v, digits) => (v === null || v === undefined) ? "-" : Number(v).toFixed(digits);
 async function poll() {
   try {
@@ -60,18 +66,51 @@ async function poll() {
     document.getElementById("preview-ms").textContent = num(s.preview_ms_p50, 1);
     document.getElementById("paused").checked = s.paused;
     document.getElementById("overlay").checked = s.overlay;
-    document.getElementById("status").textContent = s.ended ? "the run has ended" : "";
+    document.getElementById("status").textContent = s.ended ? "the run has ended" : lastError;
+    showFaces(s);
   } catch (e) {
     document.getElementById("status").textContent = "no connection to the process";
   }
 }
+// The face list: "all faces" and one entry per face of the newest frame; a picked face that is no
+// longer there stays listed, marked, so the page never silently switches to restoring other faces.
+let shownFaces = "";
+function showFaces(s) {
+  const select = document.getElementById("only_track");
+  const ids = s.tracks.map((t) => t.id);
+  const picked = s.only_track;
+  const missing = picked !== null && !ids.includes(picked);
+  const key = JSON.stringify([ids, picked, missing, s.only_track_lost]);
+  if (key !== shownFaces) {  // rebuilt only when the list changes, not on every poll
+    shownFaces = key;
+    const entries = [["", "all faces"], ...ids.map((id) => [String(id), "face #" + id])];
+    if (missing) {
+      entries.push([String(picked), "face #" + picked + (s.only_track_lost ? " (lost)" : " (not in view)")]);
+    }
+    select.replaceChildren(...entries.map(([value, text]) => new Option(text, value)));
+  }
+  select.value = picked === null ? "" : String(picked);
+  document.getElementById("pick-status").textContent = s.only_track_lost
+    ? "face #" + picked + " is lost (its track ended): no face is restored; pick another face or all faces"
+    : (missing ? "face #" + picked + " is not in view: no face is restored" : "");
+}
+async function post(changes) {
+  const r = await fetch("/controls", {method: "POST", headers: {"Content-Type": "application/json"},
+                                      body: JSON.stringify(changes)});
+  lastError = r.ok ? "" : await r.text();
+  return r.ok;
+}
 for (const id of ["paused", "overlay"]) {
   document.getElementById(id).addEventListener("change", async (ev) => {
-    await fetch("/controls", {method: "POST", headers: {"Content-Type": "application/json"},
-                              body: JSON.stringify({[id]: ev.target.checked})});
+    await post({[id]: ev.target.checked});
     poll();
   });
 }
+document.getElementById("only_track").addEventListener("change", async (ev) => {
+  const v = ev.target.value;
+  if (!(await post({only_track: v === "" ? null : Number(v)}))) shownFaces = "";  // rebuild from the truth
+  poll();
+});
 poll();
 setInterval(poll, 500);
 </script>

@@ -5,8 +5,11 @@
     GET  /input.mjpg    the input as captured, the same way
     GET  /frame.jpg     the newest restored frame as one JPEG (``?kind=input`` for the input), its
                         publish number in the X-Frame-Seq header
-    GET  /stats.json    fps, latency, drops, faces, the controls, the preview's own latency
-    POST /controls      JSON ``{"paused": bool, "overlay": bool}`` (either key); answers the new state
+    GET  /stats.json    fps, latency, drops, faces (and the tracked ones: id, box), the controls, the
+                        preview's own latency
+    POST /controls      JSON ``{"paused": bool, "overlay": bool, "only_track": int | null}`` (any of the
+                        keys; ``only_track``: a face of the newest frame, null for all faces); answers
+                        the new state, or 400 with one line saying what was wrong
 
 MJPEG rather than WebRTC: it needs nothing beyond the standard library, every player opens it, and on
 loopback it adds one JPEG encode (a few ms at 640x480) to the frame's way (measured:
@@ -96,13 +99,14 @@ def _handler(hub: PreviewHub) -> type[BaseHTTPRequestHandler]:
                 changes = json.loads(self.rfile.read(length))
                 if not isinstance(changes, dict):
                     raise ValueError(f"expected a JSON object, got {type(changes).__name__}")
-                state = hub.controls.update(changes)
+                state = hub.update_controls(changes)
             except ValueError as e:  # json.JSONDecodeError is a ValueError
                 self._send(HTTPStatus.BAD_REQUEST, "text/plain", str(e).encode())
                 return
-            log.info("preview: controls now paused=%s overlay=%s", state.paused, state.overlay)
-            body = json.dumps({"paused": state.paused, "overlay": state.overlay}).encode()
-            self._send(HTTPStatus.OK, "application/json", body)
+            face = "all" if state.only_track is None else f"#{state.only_track}"
+            log.info("preview: controls now paused=%s overlay=%s faces=%s", state.paused, state.overlay, face)
+            body = {"paused": state.paused, "overlay": state.overlay, "only_track": state.only_track}
+            self._send(HTTPStatus.OK, "application/json", json.dumps(body).encode())
 
         def _send(
             self, status: HTTPStatus, ctype: str, body: bytes, headers: dict[str, str] | None = None

@@ -12,7 +12,7 @@ from engines.base import Engine
 from engines.runtime import parse_device
 from stream.faces.front_end import FaceDetector
 from stream.pipeline import FunctionStage, Stage
-from stream.restore.config import FrameReport, ProcessorConfig
+from stream.restore.config import FrameReport, ProcessorConfig, TrackChoice
 from stream.restore.numpy_ops import NumpyOps
 from stream.restore.ops import FrameOps
 from stream.restore.overlap import LocateAhead
@@ -66,9 +66,11 @@ def build_processor(
     *,
     segmenter_engine: Engine | None = None,
     prior: PriorStep | None = None,
+    choice: TrackChoice | None = None,
 ) -> FrameProcessor:
     """The frame processor for ``device`` ("cpu", "cuda", "cuda:N") on the op set :func:`ops_for_device`
-    picks; the occlusion source and the restorer it resolved are logged."""
+    picks; the occlusion source and the restorer it resolved are logged. ``choice``: which track to
+    restore, read each frame (the preview's controls; None: every face)."""
     cfg = config or ProcessorConfig()
     processor = FrameProcessor.build(
         face_detector,
@@ -78,6 +80,7 @@ def build_processor(
         cfg,
         segmenter_engine=segmenter_engine,
         prior=prior,
+        choice=choice,
     )
     restorer = processor.restorer + (" with the face prior" if processor.generator_takes_prior else "")
     logger.info(

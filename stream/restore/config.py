@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from engines.base import Engine
 from stream.faces.front_end import FaceDetector, FaceFrontEnd
@@ -84,6 +85,25 @@ class ProcessorConfig:
         )
 
 
+class TrackChoice(Protocol):
+    """Which tracked face to restore, read once per frame by the processor (the preview's
+    :class:`stream.preview.controls.LiveControls` is one). ``only_track``: a track id, or None for every
+    face."""
+
+    @property
+    def only_track(self) -> int | None: ...
+
+
+@dataclass(frozen=True)
+class TrackedFace:
+    """One face sent to the networks on a frame: its ``track_id``, ``box_xywh`` (x, y, w, h in frame
+    pixels, the tracker's box) and whether it was ``restored`` (pasted back) on this frame."""
+
+    track_id: int
+    box_xywh: tuple[float, float, float, float]
+    restored: bool
+
+
 @dataclass(frozen=True)
 class FrameReport:
     """What happened to one frame. ``faces``: faces sent to the networks; ``skipped_faces``: tracked but
@@ -93,7 +113,13 @@ class FrameReport:
     ``prior`` = face mesh + prior fit + guide, ``restore`` = generator network, ``composite`` = frame
     copy + paste back; a processor may add keys of
     its own (the torch ops add ``upload`` and ``download``). ``detected``: whether the face detector ran
-    on this frame (see ``detect_every``)."""
+    on this frame (see ``detect_every``).
+
+    ``tracked``: one :class:`TrackedFace` per face sent to the networks, in ``track_ids`` order.
+    ``only_track``: the picked track this frame was processed with (None: every face may be restored);
+    ``unpicked_faces``: faces passed through untouched because another track was picked (among
+    ``faces``, never among ``masked_faces``, as faces the gate judged bare); ``only_track_lost``: the
+    picked track has ended (ids are never reused, so it will not come back)."""
 
     faces: int
     skipped_faces: int
@@ -101,6 +127,10 @@ class FrameReport:
     timings_ms: Mapping[str, float]
     track_ids: tuple[int, ...] = ()
     detected: bool = True
+    tracked: tuple[TrackedFace, ...] = ()
+    only_track: int | None = None
+    unpicked_faces: int = 0
+    only_track_lost: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.masked_faces <= self.faces or self.skipped_faces < 0:
@@ -112,6 +142,15 @@ class FrameReport:
             raise ValueError(
                 f"timings_ms must have (at least) keys {TIMING_KEYS}, got {tuple(self.timings_ms)}"
             )
+        if not 0 <= self.unpicked_faces <= self.faces - self.masked_faces:
+            raise ValueError(
+                f"need 0 <= unpicked_faces <= faces - masked_faces, got unpicked={self.unpicked_faces} "
+                f"faces={self.faces} masked={self.masked_faces}"
+            )
+        if self.tracked and len(self.tracked) != self.faces:
+            raise ValueError(f"tracked must list the {self.faces} faces (or none), got {len(self.tracked)}")
+        if self.only_track is None and (self.unpicked_faces or self.only_track_lost):
+            raise ValueError("unpicked_faces and only_track_lost need a picked track (only_track)")
 
 
 def check_engine(engine: Engine, role: str, crop_size: int) -> None:

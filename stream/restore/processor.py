@@ -14,6 +14,13 @@ Whether a face is restored at all is decided per track with hysteresis (:mod:`st
 face judged bare is passed through untouched, and when no face needs restoring the generator is not
 called and the input frame itself is returned, bit-identical.
 
+A :class:`~stream.restore.config.TrackChoice` (the preview's "pick the face") narrows that to one track,
+read once per frame. Masks, smoothing and the gate still run for every face, so that going back to all
+faces restores at once from current mask history (as pausing does); only the face prior and the generator
+are limited to the picked face, and every other face is passed through bit-identical. When the picked
+track ends, no face is restored until the user picks again (another face or all faces): the same person
+re-detected gets a new id, and restoring faces nobody picked is what the pick was there to prevent.
+
 Two halves: :meth:`FrameProcessor.locate` (face detection, tracking, alignment and the op set's staging:
 the upload on CUDA) and :meth:`FrameProcessor.restore` (everything else). :meth:`process` runs both in
 the calling thread; :class:`stream.restore.overlap.LocateAhead` runs them as two pipeline stages.
@@ -21,6 +28,7 @@ the calling thread; :class:`stream.restore.overlap.LocateAhead` runs them as two
 
 from __future__ import annotations
 
+import logging
 from types import MappingProxyType
 from typing import Any
 
@@ -34,12 +42,16 @@ from stream.restore.config import (
     TIMING_KEYS,
     FrameReport,
     ProcessorConfig,
+    TrackChoice,
+    TrackedFace,
     check_engine,
     check_processor_parts,
 )
 from stream.restore.gate import OcclusionGate
 from stream.restore.ops import STAT_HOLE_PX, FrameOps, StagedFrame
 from stream.restore.prior_step import PriorStep
+
+logger = logging.getLogger(__name__)
 
 
 class FrameProcessor:
@@ -48,7 +60,8 @@ class FrameProcessor:
 
     Stateful (tracks, mask history), not thread-safe: one instance per video; :meth:`locate` and
     :meth:`restore` may run in two threads (one each, frames in order), see
-    :class:`stream.restore.overlap.LocateAhead`.
+    :class:`stream.restore.overlap.LocateAhead`. ``choice``: which track to restore, read by
+    :meth:`restore` once per frame (None: every face).
     """
 
     def __init__(
@@ -61,6 +74,7 @@ class FrameProcessor:
         *,
         segmenter_engine: Engine | None = None,
         prior: PriorStep | None = None,
+        choice: TrackChoice | None = None,
     ) -> None:
         self.config = cfg = config or ProcessorConfig()
         check_processor_parts(front_end, detector_engine, generator_engine, cfg)
@@ -88,7 +102,9 @@ class FrameProcessor:
         self.segmenter_engine = segmenter_engine
         self.prior = prior
         self.ops = ops
+        self.choice = choice
         self.gate = OcclusionGate(cfg.gate)
+        self._lost_logged: int | None = None  # the picked track whose loss was logged (one line each)
         s = front_end.crop_size
         self._min_mask_px = max(1, round(cfg.min_mask_fraction * s * s))
 
@@ -103,6 +119,7 @@ class FrameProcessor:
         *,
         segmenter_engine: Engine | None = None,
         prior: PriorStep | None = None,
+        choice: TrackChoice | None = None,
     ) -> FrameProcessor:
         """A processor whose front end is made from ``config``, at the engines' crop size."""
         cfg = config or ProcessorConfig()
@@ -115,6 +132,7 @@ class FrameProcessor:
             cfg,
             segmenter_engine=segmenter_engine,
             prior=prior,
+            choice=choice,
         )
 
     @property
@@ -126,6 +144,7 @@ class FrameProcessor:
         self.front_end.reset()
         self.ops.reset()
         self.gate.reset()
+        self._lost_logged = None
         if self.prior is not None:
             self.prior.reset()
 
@@ -163,26 +182,45 @@ class FrameProcessor:
         self.gate.retain(staged.faces.alive_ids)
         if self.prior is not None:
             self.prior.retain(staged.faces.alive_ids)
-        out, masked = staged.frame_bgr_u8, 0
+        only = None if self.choice is None else self.choice.only_track
+        lost = only is not None and only not in staged.faces.alive_ids
+        if lost and self._lost_logged != only:
+            logger.info(
+                "the picked face #%s is lost (its track ended): no face is restored until another face "
+                "or all faces are picked",
+                only,
+            )
+            self._lost_logged = only
+        out = staged.frame_bgr_u8
+        masked: list[int] = []  # indices of the faces restored
         if len(staged):
             with ops.session(staged) as clock:
-                out, masked = self._restore_faces(staged, clock)
+                out, masked = self._restore_faces(staged, clock, only)
             timings.update(clock.read())
             timings.update(ops.stage_timings(staged))
         timings["detect"] = staged.faces.detect_ms
         timings["align"] += staged.faces.align_ms
+        ids = staged.track_ids
+        boxes = [(float(x), float(y), float(w), float(h)) for x, y, w, h in staged.faces.boxes.tolist()]
         report = FrameReport(
             faces=len(staged),
             skipped_faces=staged.faces.skipped,
-            masked_faces=masked,
+            masked_faces=len(masked),
             timings_ms=MappingProxyType(timings),
-            track_ids=staged.track_ids,
+            track_ids=ids,
             detected=staged.faces.detected,
+            tracked=tuple(TrackedFace(tid, boxes[i], i in masked) for i, tid in enumerate(ids)),
+            only_track=only,
+            unpicked_faces=0 if only is None else sum(tid != only for tid in ids),
+            only_track_lost=lost,
         )
         return out, report
 
-    def _restore_faces(self, staged: StagedFrame, clock: StageClock) -> tuple[np.ndarray, int]:
-        """The per-frame flow on the faces of one frame; returns (output frame, faces restored).
+    def _restore_faces(
+        self, staged: StagedFrame, clock: StageClock, only_track: int | None
+    ) -> tuple[np.ndarray, list[int]]:
+        """The per-frame flow on the faces of one frame; returns (output frame, indices of the faces
+        restored). ``only_track``: restore no face of another track (None: any face).
 
         Every step is written once here and runs on whichever op set the processor holds; arrays stay
         on the op set's device (``*_dev`` in :mod:`stream.restore.ops`) except the face statistics.
@@ -212,16 +250,18 @@ class FrameProcessor:
         clock.stop("mask")
 
         # 3. Which faces to restore: per track, something has covered the face for a few frames running
-        # (hysteresis) and its hole is not a speck. Every other face stays bit-identical.
+        # (hysteresis), its hole is not a speck and it is the picked track (if one is picked). Every other
+        # face stays bit-identical. The gate is fed for every face first, so its state stays current.
         area = float(s * s)
         masked = [
             i
             for i, tid in enumerate(staged.track_ids)
             if self.gate.update(tid, min(1.0, float(covered[i]) / area))
             and stats[i, STAT_HOLE_PX] >= self._min_mask_px
+            and (only_track is None or tid == only_track)
         ]
         if not masked:
-            return staged.frame_bgr_u8, 0
+            return staged.frame_bgr_u8, []
         images, hole_batch = ops.take(crops, masked), ops.as_hole_batch(ops.take(holes, masked))
 
         # 4. The face prior of those faces (mesh, fit to the visible part, guide image), on the host.
@@ -245,7 +285,7 @@ class FrameProcessor:
 
         # 6. Paste back, blending only inside the masks (the op set times "composite" itself).
         out = ops.paste(staged, masked, restored, ops.take(masks, masked), stats[masked])
-        return out, len(masked)
+        return out, masked
 
     def _occlusion_probabilities(self, crops: Any, n: int, s: int) -> tuple[Any, Any | None]:
         """``(probs, deciding)``: (N, 1, S, S) float32 occlusion probabilities in [0, 1] of the op set's

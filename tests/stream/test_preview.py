@@ -14,6 +14,7 @@ from stream.errors import SinkError
 from stream.preview.controls import ControlState, LiveControls
 from stream.preview.hub import PreviewHub, overlay_bgr_u8
 from stream.preview.server import PreviewServer, parse_bind
+from stream.restore.config import TrackedFace
 from stream.stats import ProgressUpdate
 from tests.stream.mjpeg_client import decode, get, get_json, mjpeg_frames, post_json
 
@@ -30,11 +31,17 @@ def synthetic_pair(i: int) -> tuple[np.ndarray, np.ndarray]:
     return inp, out
 
 
+TRACKS = (TrackedFace(3, (60.0, 40.0, 40.0, 40.0), True), TrackedFace(5, (10.0, 20.0, 30.0, 30.0), False))
+
+
 class Producer:
-    """Publishes synthetic frames and progress at ~50 fps until stopped, as the pipeline would."""
+    """Publishes synthetic frames and progress at ~50 fps until stopped, as the pipeline would, with the
+    faces ``tracks`` (settable) and ``lost_track``."""
 
     def __init__(self, hub: PreviewHub) -> None:
         self.hub, self.stop = hub, threading.Event()
+        self.tracks: tuple[TrackedFace, ...] = TRACKS
+        self.lost_track: int | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
@@ -43,7 +50,7 @@ class Producer:
         while not self.stop.wait(0.02):
             i += 1
             inp, out = synthetic_pair(i)
-            self.hub.publish(inp, out, 1)
+            self.hub.publish(inp, out, 1, tracks=self.tracks, lost_track=self.lost_track)
             self.hub.on_progress(
                 ProgressUpdate(i, i, i // 10, None, time.perf_counter() - t0, 33.0 + i % 5, True)
             )
@@ -123,16 +130,53 @@ def test_controls_over_http_toggle_the_overlay(served: tuple[PreviewServer, Prod
     assert get(host, port, "/nothing")[0] == 404
 
 
+def test_pick_the_face_over_http_lists_the_faces_and_validates_the_id(
+    served: tuple[PreviewServer, Producer],
+) -> None:
+    server, producer = served
+    host, port = server.host, server.port
+    time.sleep(0.1)
+    s = get_json(host, port)
+    assert s["tracks"] == [
+        {"id": 3, "box": [60, 40, 40, 40], "restored": True},
+        {"id": 5, "box": [10, 20, 30, 30], "restored": False},
+    ]
+    assert s["only_track"] is None and s["only_track_lost"] is False
+    status, body = post_json(host, port, "/controls", {"only_track": 5})
+    assert status == 200 and b'"only_track": 5' in body
+    assert server.hub.controls.only_track == 5  # what the restore thread reads on its next frame
+    assert get_json(host, port)["only_track"] == 5
+    for bad, says in (
+        (7, b"no face #7 in the current frame; its faces are [3, 5]"),
+        ("5", b"only_track must be a track id"),
+        (True, b"only_track must be a track id"),
+        (2.5, b"only_track must be a track id"),
+    ):
+        status, body = post_json(host, port, "/controls", {"only_track": bad})
+        assert status == 400 and body.startswith(says) and b"\n" not in body, (bad, body)
+    assert server.hub.controls.only_track == 5, "a refused pick changes nothing"
+    # The picked track ends: the page is told, and the pick stays until the user changes it.
+    producer.tracks, producer.lost_track = TRACKS[:1], 5
+    time.sleep(0.1)
+    s = get_json(host, port)
+    assert s["only_track"] == 5 and s["only_track_lost"] is True and [t["id"] for t in s["tracks"]] == [3]
+    assert post_json(host, port, "/controls", {"only_track": 5})[0] == 200, "re-posting the pick is fine"
+    status, body = post_json(host, port, "/controls", {"only_track": None})
+    assert status == 200 and b'"only_track": null' in body
+    s = get_json(host, port)
+    assert s["only_track"] is None and s["only_track_lost"] is False
+
+
 def test_page_has_only_wired_controls(served: tuple[PreviewServer, Producer]) -> None:
     server, _ = served
     status, ctype, body = get(server.host, server.port, "/")
     page = body.decode()
     assert status == 200 and ctype.startswith("text/html")
     assert 'src="/stream.mjpg"' in page and 'src="/input.mjpg"' in page
-    controls = re.findall(r'<input [^>]*id="([^"]+)"', page)
-    assert page.count("<input ") == len(controls) == 2
+    controls = re.findall(r'<(?:input|select) [^>]*id="([^"]+)"', page)
+    assert page.count("<input ") + page.count("<select ") == len(controls) == 3
     assert set(controls) == set(LiveControls.FIELDS)  # every control on the page is one the run reads
-    assert "<button" not in page and "<select" not in page
+    assert "<button" not in page
 
 
 def test_streams_end_when_the_run_ends_and_the_port_is_freed() -> None:

@@ -57,6 +57,21 @@ def test_live_run_serves_changing_restored_frames_numbers_and_pause() -> None:
         assert post_json(host, port, "/controls", {"paused": False})[0] == 200
         _wait(lambda: (lambda p: p[0] != p[1])(_same_seq_pair(host, port)))
         assert views.server.hub.served_ms()
+        # Pick the face: the demo's one face, by its track id; it is still restored.
+        tracks = get_json(host, port)["tracks"]
+        assert isinstance(tracks, list) and len(tracks) == 1 and len(tracks[0]["box"]) == 4
+        tid = tracks[0]["id"]
+        assert post_json(host, port, "/controls", {"only_track": tid + 1000})[0] == 400
+        assert post_json(host, port, "/controls", {"only_track": tid})[0] == 200
+        _wait(lambda: (lambda s: s["only_track"] == tid and s["tracks"][0]["restored"])(get_json(host, port)))
+        _wait(lambda: (lambda p: p[0] != p[1])(_same_seq_pair(host, port)))
+        # A picked track that ends (set past the server's check, as if the face had left): the real
+        # processor passes the face through untouched and the page is told the pick is lost.
+        views.server.hub.controls.update({"only_track": tid + 1000})
+        _wait(lambda: get_json(host, port)["only_track_lost"] is True)
+        _wait(lambda: (lambda p: p[0] == p[1])(_same_seq_pair(host, port)))
+        assert post_json(host, port, "/controls", {"only_track": None})[0] == 200
+        _wait(lambda: (lambda p: p[0] != p[1])(_same_seq_pair(host, port)))
 
 
 BROWSER = find_browser()
@@ -105,6 +120,24 @@ def test_preview_page_in_headless_chromium(tmp_path: Path) -> None:
             _wait(lambda: get_json(views.server.host, views.server.port)["overlay"] is True, 5)
             browser.run_js("document.getElementById('overlay').click()")
             _wait(lambda: get_json(views.server.host, views.server.port)["overlay"] is False, 5)
+            # The face list shows the demo's face; picking it goes through POST /controls to the run.
+            options = "return [...document.getElementById('only_track').options].map((o) => o.text)"
+            _wait(lambda: len(browser.run_js(options)) == 2)
+            label = browser.run_js(options)[1]
+            assert browser.run_js(options)[0] == "all faces" and label.startswith("face #")
+            tid = int(label.removeprefix("face #"))
+            pick = """const s = document.getElementById('only_track'); s.value = arguments[0];
+                      s.dispatchEvent(new Event('change'));"""
+            browser.run_js(pick, str(tid))
+            _wait(lambda: get_json(views.server.host, views.server.port)["only_track"] == tid, 5)
+            # A lost pick is said on the page and kept until the user picks again.
+            views.server.hub.controls.update({"only_track": tid + 1000})
+            _wait(lambda: f"face #{tid + 1000} (lost)" in browser.run_js(options))
+            status = browser.run_js("return document.getElementById('pick-status').textContent")
+            assert "is lost" in status and "no face is restored" in status
+            browser.run_js(pick, "")
+            _wait(lambda: get_json(views.server.host, views.server.port)["only_track"] is None, 5)
+            _wait(lambda: browser.run_js(options) == ["all faces", label])
             time.sleep(1.0)
             shot = Path(os.environ.get("PREVIEW_SCREENSHOT", tmp_path / "preview.png"))
             png = browser.screenshot(shot)
