@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from engines.base import Engine
+from stream.faces.cuts import SceneCutConfig
 from stream.faces.front_end import FaceDetector, FaceFrontEnd
 from stream.faces.tracker import TrackerConfig
 from stream.restore.gate import GateConfig
@@ -39,7 +40,8 @@ class ProcessorConfig:
     covers less of its crop is passed through untouched. ``paste_feather_px``: extra feathering in
     frame pixels at paste time (0: the smoother's feather in crop pixels is enough). ``gate``: the
     per-track decision, with hysteresis over frames, whether something covers the face at all (a face
-    judged bare is passed through bit-identical). ``occlusion`` and ``restorer``: see
+    judged bare is passed through bit-identical). ``scene_cut``: when consecutive frames stop
+    correlating, every track ends (:mod:`stream.faces.cuts`). ``occlusion`` and ``restorer``: see
     :data:`OCCLUSION_SOURCES` and :data:`RESTORERS`.
     """
 
@@ -51,6 +53,7 @@ class ProcessorConfig:
     paste_feather_px: int = 0
     smoother: SmootherConfig = field(default_factory=SmootherConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    scene_cut: SceneCutConfig = field(default_factory=SceneCutConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     occlusion: str = "auto"
     restorer: str = "auto"
@@ -82,6 +85,7 @@ class ProcessorConfig:
             self.detect_every,
             min_face_px=self.min_face_px,
             tracker_config=self.tracker,
+            cut_config=self.scene_cut,
         )
 
 
