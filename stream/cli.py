@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="a photo of your bare face: the face prior remembers it (identity memory)",
     )
+    _add_triton_options(p)
     p.add_argument("--queue-size", type=int, default=4, help="frames buffered between pipeline stages")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per network (default: runtime's)")
     p.add_argument("--no-audio", action="store_true", help="do not copy the input's audio to the output file")
@@ -123,6 +124,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar / live line")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
+
+
+def _add_triton_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--triton-url",
+        default=None,
+        metavar="URL",
+        help="Triton server of --backend triton: http://HOST[:PORT] (default http://127.0.0.1:8000; "
+        "HTTP only, see the README)",
+    )
+    p.add_argument(
+        "--triton-shared-memory",
+        action="store_true",
+        help="tensors through system shared memory instead of HTTP bodies (server on this host only)",
+    )
+    p.add_argument(
+        "--triton-timeout", type=float, default=10.0, metavar="SECONDS", help="per request to the server"
+    )
+
+
+def _triton_options(args: argparse.Namespace) -> Any:
+    """The TritonOptions of --backend triton, or None for any other backend (where a --triton-url is an error)."""
+    if args.backend != "triton":
+        if args.triton_url is not None or args.triton_shared_memory:
+            raise ValueError(
+                f"--triton-url / --triton-shared-memory apply to --backend triton, got {args.backend!r}"
+            )
+        return None
+    from engines.triton_engine import DEFAULT_URL, TritonOptions
+
+    return TritonOptions(
+        url=args.triton_url or DEFAULT_URL,
+        timeout_s=args.triton_timeout,
+        shared_memory=args.triton_shared_memory,
+    )
 
 
 def _add_live_options(p: argparse.ArgumentParser) -> None:
@@ -232,6 +268,7 @@ def config_from_args(args: argparse.Namespace) -> StreamConfig:
         occlusion=args.occlusion,
         restorer=args.restorer,
         reference=args.reference,
+        triton=_triton_options(args),
     )
 
 
