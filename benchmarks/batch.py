@@ -1,6 +1,6 @@
-"""Throughput of ``python -m stream.batch`` on a folder of clips: one by one, a local process pool and a
-local Ray, each as a user runs it (a fresh process, Ray's start and every engine load included), plus
-the rerun that finds everything finished.
+"""Throughput of ``python -m stream.batch`` on a folder of clips: a local process pool running one or
+two files at a time, and a local Ray, each as a user runs it (a fresh process, Ray's start and every
+engine load included), plus the rerun that finds everything finished.
 
     python -m benchmarks.batch --clips 6 --frames 48 --repeats 2 --json benchmarks/results/batch_cpu.json
 
@@ -33,8 +33,8 @@ log = logging.getLogger("benchmarks.batch")
 # name -> the batch options that make it; RERUN runs the first again over its own finished output.
 RERUN = "rerun of the first: every file skipped (done)"
 CONFIGS = {
-    "in-process, one file at a time (1 thread)": ["--no-ray", "--workers", "1"],
-    "in-process, one file at a time (2 threads)": ["--no-ray", "--workers", "1", "--cpus-per-task", "2"],
+    "process pool, 1 file at a time (1 thread)": ["--no-ray", "--workers", "1"],
+    "process pool, 1 file at a time (2 threads)": ["--no-ray", "--workers", "1", "--cpus-per-task", "2"],
     "process pool, 2 files at a time (1 thread each)": ["--no-ray", "--workers", "2"],
     "local Ray, 2 CPUs, 2 tasks at a time (1 thread each)": ["--ray", "--workers", "2"],
 }

@@ -2,8 +2,7 @@
 
 Which runner: ``--ray-address ADDR`` connects to a running cluster; otherwise, when ray is importable
 (the ``scale`` extra), a local Ray with ``--workers x --cpus-per-task`` CPUs; ``--no-ray``, or ray not
-installed (said in one line), runs a local process pool of ``--workers`` processes, or the files one
-by one in this process when ``--workers 1``.
+installed (said in one line), runs a local process pool of ``--workers`` processes.
 """
 
 from __future__ import annotations
@@ -15,17 +14,20 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stream.batch.plan import plan
 from stream.batch.resume import finished, output_options
 from stream.batch.summary import format_summary, summary_record
-from stream.batch.task import DONE, FAILED, SKIPPED, FileOutcome, Job, restore_file
+from stream.batch.task import FAILED, SKIPPED, FileOutcome, Job, restore_file
 from stream.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, _setup_logging, config_from_args
 from stream.redact import redact, redact_any
+
+if TYPE_CHECKING:
+    from stream.app import StreamConfig
 
 log = logging.getLogger("stream.batch")
 
@@ -92,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @dataclasses.dataclass(frozen=True)
 class BatchOptions:
-    """The batch's own options, validated; ``runner`` is "ray", "pool" or "in-process"."""
+    """The batch's own options, validated; ``runner`` is "ray" or "pool" (local worker processes)."""
 
     runner: str
     ray_address: str | None
@@ -101,8 +103,8 @@ class BatchOptions:
     retries: int
 
     def __post_init__(self) -> None:
-        if self.runner not in ("ray", "pool", "in-process"):
-            raise ValueError(f"runner must be ray, pool or in-process, got {self.runner!r}")
+        if self.runner not in ("ray", "pool"):
+            raise ValueError(f"runner must be ray or pool, got {self.runner!r}")
         if self.workers < 1:
             raise ValueError(f"--workers must be >= 1, got {self.workers}")
         if self.cpus_per_task < 1:
@@ -127,12 +129,10 @@ class BatchOptions:
         else:
             runner = "pool"
             log.warning(
-                "ray is not installed (%s): the files run locally, %s",
+                "ray is not installed (%s): the files run locally in a pool of %d worker process(es)",
                 RAY_HINT,
-                f"{workers} at a time in worker processes" if workers > 1 else "one by one in this process",
+                workers,
             )
-        if runner == "pool" and workers == 1:
-            runner = "in-process"
         if args.ray_address and args.workers:
             log.warning(
                 "--workers applies to a local run; the cluster's CPUs decide how many files run at once"
@@ -148,7 +148,7 @@ def _ray_importable() -> bool:
     return True
 
 
-def run_options(argv: Sequence[str], threads: int) -> Any:
+def run_options(argv: Sequence[str], threads: int) -> StreamConfig:
     """The file run of the passed-through options (``deocclude``'s parser), with per-task threads and
     paths made absolute (a worker may run elsewhere); ValueError for an option a batch sets itself."""
     from stream.cli import build_parser as file_parser
@@ -211,7 +211,7 @@ def _ray_session(options: BatchOptions) -> Iterator[str]:
         ray.shutdown()
 
 
-def _run(jobs: list[Job], options: BatchOptions, on_done: Any) -> str:
+def _run(jobs: list[Job], options: BatchOptions, on_done: Callable[[FileOutcome], None]) -> str:
     """Runs ``jobs``; returns where they ran (also said in one line before they start)."""
     from stream.batch import runners
 
@@ -230,15 +230,48 @@ def _run(jobs: list[Job], options: BatchOptions, on_done: Any) -> str:
                 crash_retries=options.retries,
             )
         return where
-    if options.runner == "pool":
-        where = starting(f"local process pool ({options.workers} workers)")
-        runners.run_process_pool(
-            jobs, restore_file, on_done, workers=options.workers, crash_retries=options.retries
-        )
-        return where
-    where = starting("in-process, one by one")
-    runners.run_in_process(jobs, restore_file, on_done)
+    where = starting(f"local process pool ({options.workers} workers)")
+    runners.run_process_pool(
+        jobs,
+        restore_file,
+        on_done,
+        workers=options.workers,
+        crash_retries=options.retries,
+        threads=options.cpus_per_task,
+    )
     return where
+
+
+def _jobs(
+    pairs: list[tuple[Path, Path]],
+    config: StreamConfig,
+    options: BatchOptions,
+    log_level: str,
+    *,
+    force: bool,
+    on_skip: Callable[[FileOutcome], None],
+) -> list[Job]:
+    """A job per (input, output) pair that is not finished already (``on_skip`` gets the others)."""
+    options_json = output_options(config)
+    jobs = []
+    for path, output in pairs:
+        record = None if force else finished(output, input=path, options=options_json)
+        if record is not None:
+            on_skip(FileOutcome(str(path), str(output), SKIPPED, frames=int(record.get("frames", 0))))
+            continue
+        per_file = dataclasses.replace(config, input=str(path), output=str(output))
+        jobs.append(
+            Job(
+                path,
+                output,
+                per_file,
+                options_json,
+                retries=options.retries,
+                threads=options.cpus_per_task,
+                log_level=log_level,
+            )
+        )
+    return jobs
 
 
 def _write_json(path: Path, record: dict[str, Any]) -> str | None:
@@ -255,8 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.log_level)
     try:
         options = BatchOptions.from_args(args)
-        threads = options.cpus_per_task
-        config = run_options(rest, threads)
+        config = run_options(rest, options.cpus_per_task)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -268,7 +300,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning(
             "left out %d file(s) that are outputs of a batch (they have a sidecar)", len(batch.left_out)
         )
-    options_json = output_options(config)
     outcomes: list[FileOutcome] = []
     total = len(batch.pairs)
 
@@ -283,23 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if outcome.status != SKIPPED:
             print(f"[{len(outcomes)}/{total}] {outcome.status} {name}: {what}", file=sys.stderr)
 
-    jobs = []
-    for path, output in batch.pairs:
-        record = None if args.force else finished(output, input=path, options=options_json)
-        if record is not None:
-            on_done(FileOutcome(str(path), str(output), SKIPPED, frames=int(record.get("frames", 0))))
-            continue
-        jobs.append(
-            Job(
-                path,
-                output,
-                dataclasses.replace(config, input=str(path), output=str(output)),
-                options_json,
-                retries=options.retries,
-                threads=threads,
-                log_level=args.log_level,
-            )
-        )
+    jobs = _jobs(batch.pairs, config, options, args.log_level, force=args.force, on_skip=on_done)
     if total and len(jobs) < total:
         print(f"skipped (done): {total - len(jobs)} of {total} files finished earlier", file=sys.stderr)
     started = time.perf_counter()
@@ -320,8 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     outcomes.sort(key=lambda o: order[o.input])
     print(format_summary(outcomes, batch.errors, wall_s, where, out_dir))
     if args.summary_json is not None:
-        record = summary_record(outcomes, batch.errors, wall_s, where)
-        if problem := _write_json(args.summary_json, record):
+        summary = summary_record(outcomes, batch.errors, wall_s, where)
+        if problem := _write_json(args.summary_json, summary):
             print(problem, file=sys.stderr)
             code = code or EXIT_ERROR
     if code == EXIT_OK and (batch.errors or any(o.status == FAILED for o in outcomes)):
@@ -329,6 +344,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     if code == EXIT_OK and not outcomes and not batch.errors:
         print("nothing to restore: every matched file is an output of a batch", file=sys.stderr)
     return code
-
-
-__all__ = ["DONE", "FAILED", "SKIPPED", "BatchOptions", "build_parser", "main", "run_options"]

@@ -1,22 +1,27 @@
-"""Where the tasks of a batch run: on Ray (a cluster or a local one), in a local process pool, or one by
-one in this process. Each runner calls ``on_done`` as files finish and returns the outcomes in the jobs'
-order; a task that raises or whose process dies becomes a failed :class:`FileOutcome`, never an error of
-the batch.
+"""Where the tasks of a batch run: on Ray (a cluster or a local one) or in a local process pool. Each
+runner calls ``on_done`` as files finish and returns the outcomes in the jobs' order; a task that raises
+or whose process dies becomes a failed :class:`FileOutcome`, never an error of the batch.
 
 Retries: :func:`restore_file` retries exceptions itself (``Job.retries``); a process that dies (killed,
 out of memory, a crash in native code) is rerun by the runner, up to ``crash_retries`` times: Ray's
-``max_retries`` on Ray, a fresh worker process in the local pool. In-process there is nothing left to
-rerun it: a crash ends the batch, and the next run resumes where it stopped.
+``max_retries`` on Ray, a fresh worker process in the local pool.
+
+Tasks run in worker processes even one at a time, so that the thread pools a process sizes once, from
+its environment, when numpy loads (OpenBLAS, OpenMP) are bounded too: OpenBLAS spins its idle threads,
+and on this 2-core CPU two files with one BLAS thread per core each ran at about half the speed of two
+with one (Ray sets ``OMP_NUM_THREADS`` to a task's CPUs itself).
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 
 from stream.batch.task import FileOutcome, Job, one_line
 
@@ -26,27 +31,29 @@ Task = Callable[[Job], FileOutcome]
 OnDone = Callable[[FileOutcome], None]
 
 
-def run_in_process(jobs: Sequence[Job], task: Task, on_done: OnDone) -> list[FileOutcome]:
-    outcomes = []
-    for job in jobs:
-        outcome = _call(task, job)
-        on_done(outcome)
-        outcomes.append(outcome)
-    return outcomes
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def _call(task: Task, job: Job) -> FileOutcome:
+@contextmanager
+def _bounded_thread_env(threads: int) -> Iterator[None]:
+    """The environment spawned workers inherit, with ``threads`` for the pools in :data:`THREAD_ENV`
+    (a value the user set is kept); restored after."""
+    added = [name for name in THREAD_ENV if name not in os.environ]
+    for name in added:
+        os.environ[name] = str(threads)
     try:
-        return task(job)
-    except Exception as e:  # the task reports its own failures; this is a bug or an OS error around them
-        return FileOutcome.failed(job, one_line(e), attempts=1)
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
 
 
 def run_process_pool(
-    jobs: Sequence[Job], task: Task, on_done: OnDone, *, workers: int, crash_retries: int
+    jobs: Sequence[Job], task: Task, on_done: OnDone, *, workers: int, crash_retries: int, threads: int = 1
 ) -> list[FileOutcome]:
-    """``workers`` processes (spawned: the parent has threads), one file at a time each. Each worker
-    thread owns its process, so a process that dies is charged to the one file it was running."""
+    """``workers`` processes (spawned: the parent has threads), one file at a time each, ``threads``
+    threads for their BLAS/OpenMP pools. Each worker thread of this process owns one worker process, so
+    a process that dies is charged to the one file it was running."""
     context = multiprocessing.get_context("spawn")
     local = threading.local()
     pools: list[ProcessPoolExecutor] = []
@@ -73,8 +80,8 @@ def run_process_pool(
 
     outcomes: list[FileOutcome | None] = [None] * len(jobs)
     try:
-        with ThreadPoolExecutor(workers, thread_name_prefix="batch") as threads:
-            futures = {threads.submit(attempt, job): i for i, job in enumerate(jobs)}
+        with _bounded_thread_env(threads), ThreadPoolExecutor(workers, thread_name_prefix="batch") as files:
+            futures = {files.submit(attempt, job): i for i, job in enumerate(jobs)}
             for future in as_completed(futures):
                 outcome = outcomes[futures[future]] = future.result()
                 on_done(outcome)

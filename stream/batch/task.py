@@ -1,6 +1,6 @@
 """One file of a batch as a task: :func:`restore_file` runs the app's file pipeline
 (:func:`stream.app.run`) on a :class:`Job` and returns a :class:`FileOutcome`; it never raises for a
-failed file. The same function runs in a Ray worker, a local process-pool worker or in-process.
+failed file. The same function runs in a Ray worker or a local process-pool worker.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def _bound_threads(job: Job) -> None:
 
 def _task_logging(level: str) -> None:
     root = logging.getLogger()
-    if not root.handlers:  # a Ray or pool worker; in-process the command line configured it already
+    if not root.handlers:  # a fresh worker; a caller that configured logging keeps its handlers
         logging.basicConfig(level=level, format="%(levelname).1s %(name)s: %(message)s")
     root.setLevel(level)
 

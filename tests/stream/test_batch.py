@@ -21,6 +21,8 @@ from stream.app import DEMO_CLIP, StreamConfig
 from stream.batch import cli as batch_cli
 from stream.batch.plan import plan
 from stream.batch.resume import InputStamp, finished, mark_done, output_options, sidecar_path
+from stream.batch.runners import run_process_pool
+from stream.batch.task import DONE, FAILED, FileOutcome, Job
 from tests.stream.conftest import write_clip
 
 ray_test = pytest.mark.ray
@@ -188,7 +190,7 @@ def test_the_local_path_without_ray_gives_the_same_outputs(
         assert all(np.array_equal(x, y) for x, y in zip(local, remote, strict=True)), name
 
 
-# Without Ray: what marks a file finished, the in-process path, and bad input.
+# Without Ray: what marks a file finished, the local pool, and bad input.
 
 
 def test_finished_means_same_input_content_same_options_and_the_output_in_place(tmp_path: Path) -> None:
@@ -212,6 +214,30 @@ def test_finished_means_same_input_content_same_options_and_the_output_in_place(
     assert finished(out, input=src, options=options) is None
 
 
+def _exit_on_first_attempt(job: Job) -> FileOutcome:
+    """A task whose process dies the first time (its marker file does not exist yet), then succeeds."""
+    marker = job.output.with_suffix(".died")
+    if not marker.exists():
+        marker.touch()
+        os._exit(3)
+    return FileOutcome(str(job.input), str(job.output), DONE, frames=1, attempts=1)
+
+
+def test_the_local_pool_reruns_a_file_whose_process_died(tmp_path: Path) -> None:
+    config = StreamConfig(input=str(tmp_path / "in.mp4"))
+    jobs = [
+        Job(tmp_path / f"{n}.mp4", tmp_path / "out" / f"{n}.mp4", config, output_options(config))
+        for n in ("one", "two")
+    ]
+    (tmp_path / "out").mkdir()
+    outcomes = run_process_pool(jobs, _exit_on_first_attempt, lambda o: None, workers=2, crash_retries=1)
+    assert [o.status for o in outcomes] == [DONE, DONE]  # each charged for its own death only
+    for job in jobs:
+        job.output.with_suffix(".died").unlink()
+    (failed,) = run_process_pool(jobs[:1], _exit_on_first_attempt, lambda o: None, workers=1, crash_retries=0)
+    assert failed.status == FAILED and failed.error.startswith("worker process died")
+
+
 def test_outputs_keep_the_layout_and_clashes_are_errors(tmp_path: Path) -> None:
     for rel in ("a/x.mp4", "b/x.mp4", "b/x.avi", "b/y.mkv"):
         (tmp_path / rel).parent.mkdir(exist_ok=True)
@@ -223,7 +249,7 @@ def test_outputs_keep_the_layout_and_clashes_are_errors(tmp_path: Path) -> None:
     assert any("matches no file" in e for e in p.errors)
 
 
-def test_without_ray_it_says_so_once_and_runs_in_process(
+def test_without_ray_it_says_so_once_and_runs_a_local_pool(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
@@ -239,9 +265,10 @@ def test_without_ray_it_says_so_once_and_runs_in_process(
         code = batch("--inputs", folder / "*.mp4", "--out", out, "--workers", "1")
     assert code == batch_cli.EXIT_OK
     assert [r.getMessage() for r in caplog.records if "ray is not installed" in r.getMessage()] == [
-        "ray is not installed (pip install 'deocclude[scale]'): the files run locally, one by one in this process"
+        "ray is not installed (pip install 'deocclude[scale]'): the files run locally in a pool of 1 worker "
+        "process(es)"
     ]
-    assert "in-process" in capsys.readouterr().out
+    assert "local process pool (1 workers)" in capsys.readouterr().out
     assert [frame_count(out / n) for n in ("one.mp4", "two.mp4")] == [8, 8]
     assert batch("--inputs", folder / "*.mp4", "--out", out, "--ray") == batch_cli.EXIT_USAGE
     assert "ray is not installed" in capsys.readouterr().err
