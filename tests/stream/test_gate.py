@@ -55,3 +55,16 @@ def test_evidence_probability_must_be_a_probability() -> None:
     with pytest.raises(ValueError, match="evidence_probability"):
         GateConfig(evidence_probability=1.2)
     assert GateConfig().evidence_probability == 0.9
+
+
+def test_a_face_that_arrives_covered_is_restored_from_its_first_frame() -> None:
+    gate = OcclusionGate(GateConfig(on_fraction=0.04, frames_on=3, first_frame_factor=1.5))
+    assert gate.update(1, 0.07)  # first frame of track 1, evidence >= 0.06: at once
+    assert not gate.update(2, 0.05)  # first frame of track 2, between on and 1.5x on: the usual wait
+    assert not gate.update(2, 0.05)
+    assert gate.update(2, 0.05)
+    assert gate.update(1, 0.01)  # once on, hysteresis as before (frames_off)
+    off = OcclusionGate(GateConfig(first_frame_factor=0))
+    assert not off.update(1, 0.5)
+    with pytest.raises(ValueError, match="first_frame_factor"):
+        GateConfig(first_frame_factor=0.5)
