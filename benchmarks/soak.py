@@ -32,6 +32,7 @@ from benchmarks.report import setup_logging, write_report
 from stream.app import DEMO_CLIP, StreamConfig, open_run
 from stream.media.sinks import FileSink
 from stream.media.sources import FileSource
+from stream.memory import DEFAULT_ARENAS, limit_malloc_arenas
 from stream.pipeline import Pipeline
 from stream.stats import ProgressUpdate
 from stream.types import Frame, VideoInfo
@@ -181,14 +182,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", type=Path, default=None)
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--keep-output", type=Path, default=None, help="write the restored video here and keep it")
+    p.add_argument(
+        "--no-arena-cap", action="store_true", help="leave glibc's malloc arenas uncapped (the CLI caps them)"
+    )
     args = p.parse_args(argv)
     setup_logging()
+    # As stream.cli.main does, before any pipeline thread exists (stream.memory).
+    arenas_capped = False if args.no_arena_cap else limit_malloc_arenas()
     warmup = args.warmup if args.warmup is not None else args.frames // 10
     with tempfile.TemporaryDirectory() as tmp:
         out = args.keep_output or Path(tmp) / "soak.mp4"
         report = soak(
             args.frames, warmup=warmup, sample_every=args.sample_every, output=out, models=args.models
         )
+    report["malloc_arenas"] = {
+        "capped": arenas_capped,
+        "max": int(os.environ.get("MALLOC_ARENA_MAX") or DEFAULT_ARENAS) if arenas_capped else None,
+    }
     r = report["rss"]
     log.info(
         "soak: %d frames, accounting exact: %s, RSS %.1f -> %.1f MB, slope %.1f KB / 10k frames, fps drift %s %%",

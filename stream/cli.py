@@ -293,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     from engines.errors import EngineError
     from stream.app import run
     from stream.errors import StageError, StreamError
+    from stream.memory import limit_malloc_arenas
+
+    # Before the pipeline's threads exist: a run of days must not grow from malloc arena fragmentation.
+    limit_malloc_arenas()
 
     stop = threading.Event()
     with ShutdownSignals(stop) as signals:
