@@ -85,8 +85,11 @@ def stream_worker(
         results.put((index, [], 0.0, f"{type(exc).__name__}: {exc}"))
 
 
-def _server_counts(url: str, model: str) -> tuple[int, int, float, float]:
-    """(inference_count, execution_count, queue ns, compute_infer ns) of ``model`` so far."""
+def _server_counts(url: str, model: str) -> tuple[int, int, int, float, float]:
+    """(inference_count, execution_count, requests, queue ns, compute_infer ns) of ``model`` so far.
+
+    Triton adds a batch's compute time to every request in it, so compute ns / requests is the mean
+    time of the batch a request was in, not a sum over executions."""
     import tritonclient.http as httpclient
 
     from engines.triton_engine import parse_url
@@ -100,6 +103,7 @@ def _server_counts(url: str, model: str) -> tuple[int, int, float, float]:
     return (
         int(stats["inference_count"]),
         int(stats["execution_count"]),
+        int(inference["success"]["count"]),
         float(inference["queue"]["ns"]),
         float(inference["compute_infer"]["ns"]),
     )
@@ -133,7 +137,7 @@ def run_streams(
     if errors:
         raise RuntimeError(f"{len(errors)} of {streams} streams failed: {errors[0]}")
     got.sort(key=lambda r: r[0])
-    inferences, executions = after[0] - before[0], after[1] - before[1]
+    inferences, executions, requests = (after[i] - before[i] for i in range(3))
     per_stream = [
         {
             "stream": i,
@@ -164,8 +168,8 @@ def run_streams(
             "faces_executed": inferences,
             "executions": executions,
             "mean_batch_faces": round(inferences / executions, 2) if executions else None,
-            "mean_queue_ms_per_request": round((after[2] - before[2]) / max(len(every), 1) / 1e6, 2),
-            "mean_compute_ms_per_execution": round((after[3] - before[3]) / max(executions, 1) / 1e6, 2),
+            "mean_queue_ms_per_request": round((after[3] - before[3]) / max(requests, 1) / 1e6, 2),
+            "mean_batch_compute_ms": round((after[4] - before[4]) / max(requests, 1) / 1e6, 2),
         },
         "load_avg_1min_before": round(load_before, 2),
         "load_avg_1min_after": round(os.getloadavg()[0], 2),
