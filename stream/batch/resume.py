@@ -27,9 +27,11 @@ SIDECAR_SUFFIX = ".done.json"
 SIDECAR_VERSION = 1
 PARTIAL_MARK = ".partial"
 # Options that change how a run goes, not what it writes: a rerun with other values is still finished.
+# ``triton`` is where the server is and how to reach it; its models are checked against the local files'
+# digests at connect, and --backend itself stays in the options.
 NOT_IN_OUTPUT = frozenset(
     {"input", "output", "progress", "keep_reports", "intra_threads", "queue_size", "realtime"}
-    | {"reconnect_timeout_s", "null_sink"}
+    | {"reconnect_timeout_s", "null_sink", "triton"}
 )
 
 
