@@ -34,9 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engines.errors import BackendUnavailableError, ServerError
-from engines.triton_python_model import PYTHONPATH_ENV
 
 VENV_ENV = "DEOCCLUDE_TRITON_VENV"
+# Read by engines/triton_python_model.py inside the server (not imported here: importing that file
+# extends sys.path, which only the server's interpreter should do).
+PYTHONPATH_ENV = "DEOCCLUDE_TRITON_PYTHONPATH"
 DEFAULT_VENV = Path(__file__).resolve().parent.parent / ".venv-triton"
 
 

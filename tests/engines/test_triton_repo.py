@@ -13,6 +13,7 @@ import pytest
 from engines.errors import ModelLoadError, ServerError
 from engines.metadata import EngineHeader, read_onnx_info, sha256_file, write_engine_file
 from engines.triton_repo import RepoConfig, config_pbtxt, main, write_repository
+from engines.triton_server import PYTHONPATH_ENV
 from tests.engines.triton_fixtures import MODELS, install_or_skip, python_repository, serving
 
 
@@ -62,7 +63,9 @@ def test_python_backend_repository(tmp_path: Path) -> None:
     write_repository(MODELS, tmp_path, config=RepoConfig(python_backend=True, intra_threads=2))
     det = (tmp_path / "detector" / "config.pbtxt").read_text()
     assert 'backend: "python"' in det and "KIND_CPU" in det and _param(det, "intra_threads") == "2"
-    assert (tmp_path / "detector" / "1" / "model.py").read_text().startswith('"""The Triton Python-backend')
+    model_py = (tmp_path / "detector" / "1" / "model.py").read_text()
+    assert model_py.startswith('"""The Triton Python-backend')
+    assert f'PYTHONPATH_ENV = "{PYTHONPATH_ENV}"' in model_py  # the variable the server helper sets
     assert (tmp_path / "detector" / "1" / "model.onnx").is_file()
 
 
