@@ -602,7 +602,9 @@ def test_gated_union_lets_only_the_segmenter_decide_and_restores_the_union(frame
 
 
 @pytest.mark.parametrize(("occluded", "restored"), [(0.75, 0), (0.95, 1)])
-def test_gated_union_counts_only_confident_segmenter_pixels(frame, fresh, make_ops, occluded, restored) -> None:
+def test_gated_union_counts_only_confident_segmenter_pixels(
+    frame, fresh, make_ops, occluded, restored
+) -> None:
     """A diffuse 'occlusion' (a shadow, hair at the edge: Eq. 1 probability 0.75 over a third of the crop)
     is not evidence; the same area at 0.95 is (GateConfig.evidence_probability, 0.9)."""
     det, gen = fresh
