@@ -77,6 +77,7 @@ class StreamConfig:
     models: Path | None = None
     max_faces: int = 4
     detect_every: int = 1
+    mesh_every: int = 1
     queue_size: int = 4
     keep_audio: bool = True
     intra_threads: int | None = None
@@ -108,6 +109,8 @@ class StreamConfig:
             raise ValueError(f"max_faces must be in 1..64, got {self.max_faces}")
         if self.detect_every < 1:
             raise ValueError(f"detect_every must be >= 1, got {self.detect_every}")
+        if self.mesh_every < 1:
+            raise ValueError(f"mesh_every must be >= 1, got {self.mesh_every}")
         if self.queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {self.queue_size}")
         if self.intra_threads is not None and self.intra_threads < 1:
@@ -210,6 +213,7 @@ def open_run(config: StreamConfig) -> Iterator[OpenRun]:
             generator_takes_prior=engines.generator_takes_prior,
             restorer=config.restorer,
             reference_rgb_u8=reference,
+            mesh_every=config.mesh_every,
         )
         if prior is not None:
             stack.callback(prior.close)

@@ -114,7 +114,12 @@ def load_engines(
 
 
 def load_prior_step(
-    models: Path, *, generator_takes_prior: bool, restorer: str, reference_rgb_u8: np.ndarray | None = None
+    models: Path,
+    *,
+    generator_takes_prior: bool,
+    restorer: str,
+    reference_rgb_u8: np.ndarray | None = None,
+    mesh_every: int = 1,
 ) -> PriorStep | None:
     """The face-prior step of ``models/prior.npz`` when the run uses it (a generator that takes the prior,
     restorer "prior", or restorer "auto" with the file present), else None; a needed but missing file is
@@ -138,6 +143,6 @@ def load_prior_step(
     from engines.prior.model import load_prior
     from stream.restore.prior_step import PriorStep
 
-    step = PriorStep(PriorFitter(load_prior(path)), reference_rgb_u8)
+    step = PriorStep(PriorFitter(load_prior(path)), reference_rgb_u8, mesh_every=mesh_every)
     logger.info("face prior: %s%s", path, " with a reference photo" if reference_rgb_u8 is not None else "")
     return step

@@ -38,15 +38,29 @@ PRESETS: Final = {
     for p in (
         Preset(
             "realtime",
-            "lowest latency: the small models, the face detector every 2nd frame (tracking between), "
-            "2 faces, short queues, stream-grade x264",
-            {"models": models_dir() / "small", "detect_every": 2, "max_faces": 2, "queue_size": 2, "crf": 23},
+            "lowest latency: the small models, the face detector and the face mesh every 2nd frame "
+            "(tracking between), 2 faces, short queues, stream-grade x264",
+            {
+                "models": models_dir() / "small",
+                "detect_every": 2,
+                "mesh_every": 2,
+                "max_faces": 2,
+                "queue_size": 2,
+                "crf": 23,
+            },
         ),
         Preset(
             "quality",
             "best picture: models by device (full on a GPU), the face detector on every frame, 4 faces, "
             "fp32, visually lossless x264",
-            {"models": None, "detect_every": 1, "max_faces": 4, "precision": "fp32", "crf": 16},
+            {
+                "models": None,
+                "detect_every": 1,
+                "mesh_every": 1,
+                "max_faces": 4,
+                "precision": "fp32",
+                "crf": 16,
+            },
         ),
     )
 }

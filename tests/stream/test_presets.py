@@ -15,6 +15,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser()
     p.add_argument("--models", type=Path, default=None)
     p.add_argument("--detect-every", type=int, default=1)
+    p.add_argument("--mesh-every", type=int, default=1)
     p.add_argument("--max-faces", type=int, default=4)
     p.add_argument("--queue-size", type=int, default=4)
     p.add_argument("--precision", default="auto")
@@ -30,7 +31,7 @@ def _apply(name: str, argv: list[str]) -> tuple[argparse.Namespace, str]:
 
 def test_realtime_sets_its_values() -> None:
     args, line = _apply("realtime", [])
-    assert (args.detect_every, args.max_faces, args.queue_size, args.crf) == (2, 2, 2, 23)
+    assert (args.detect_every, args.mesh_every, args.max_faces, args.queue_size, args.crf) == (2, 2, 2, 2, 23)
     assert args.models == models_dir() / "small" and (args.models / "generator.onnx").is_file()
     assert line.startswith(f"preset realtime: models={models_dir() / 'small'} detect_every=2")
     assert "explicit" not in line
