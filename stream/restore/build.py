@@ -83,12 +83,16 @@ def build_processor(
         choice=choice,
     )
     restorer = processor.restorer + (" with the face prior" if processor.generator_takes_prior else "")
+    first = processor.gate.config.first_frame_factor
     logger.info(
         "processor: occlusion from the %s, restored by the %s; a face is restored after %d occluded "
-        "frames and released after %d bare ones",
+        "frames%s and released after %d bare ones",
         processor.occlusion,
         restorer,
         cfg.gate.frames_on,
+        f" (a new face at once when >= {first * cfg.gate.on_fraction:.0%} of it is surely covered)"
+        if first
+        else "",
         cfg.gate.frames_off,
     )
     return processor
