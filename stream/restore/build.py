@@ -90,7 +90,7 @@ def build_processor(
         processor.occlusion,
         restorer,
         cfg.gate.frames_on,
-        f" (a new face at once when >= {first * cfg.gate.on_fraction:.0%} of it is surely covered)"
+        f" (a new face at once when >= {first * cfg.gate.on_fraction:.0%} of its crop is surely covered)"
         if first
         else "",
         cfg.gate.frames_off,
