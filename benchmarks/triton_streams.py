@@ -41,6 +41,16 @@ TRANSPORTS = ("http", "shm")
 _FIRST_SEED = 1234
 
 
+def _run_for(engine: Any, feeds: dict[str, Any], seconds: float) -> tuple[list[float], float]:
+    """Run ``feeds`` back to back for ``seconds``: (per-request latencies in s, elapsed s)."""
+    latencies = []
+    start = time.perf_counter()
+    while (now := time.perf_counter()) - start < seconds:
+        engine.run(feeds)
+        latencies.append(time.perf_counter() - now)
+    return latencies, time.perf_counter() - start
+
+
 def _feeds(specs: Any, faces: int, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {s.name: rng.random((faces, *s.shape[1:]), dtype=np.float32) for s in specs}
@@ -73,12 +83,7 @@ def stream_worker(
         feeds = _feeds(engine.inputs, faces, _FIRST_SEED + index)
         engine.warmup(faces)
         barrier.wait(timeout=300)
-        latencies = []
-        start = time.perf_counter()
-        while (now := time.perf_counter()) - start < seconds:
-            engine.run(feeds)
-            latencies.append(time.perf_counter() - now)
-        elapsed = time.perf_counter() - start
+        latencies, elapsed = _run_for(engine, feeds, seconds)
         engine.close()
         results.put((index, latencies, elapsed, None))
     except Exception as exc:  # reported to the parent, which fails the run with it
@@ -183,12 +188,7 @@ def run_local(onnx: Path, faces: int, seconds: float) -> dict[str, Any]:
     engine = OnnxRuntimeEngine(onnx, max_batch=faces)
     feeds = _feeds(engine.inputs, faces, _FIRST_SEED)
     engine.warmup(faces)
-    latencies = []
-    start = time.perf_counter()
-    while (now := time.perf_counter()) - start < seconds:
-        engine.run(feeds)
-        latencies.append(time.perf_counter() - now)
-    elapsed = time.perf_counter() - start
+    latencies, elapsed = _run_for(engine, feeds, seconds)
     return {
         "streams": 1,
         "transport": "in-process onnxruntime, no server",

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import run_stream
-from stream.app import DEMO_CLIP
 from tests.engines.triton_fixtures import MODELS, install_or_skip, python_repository, serving
+from tests.stream.test_batch import cut_demo
 
 FRAMES = 24
 
@@ -23,18 +23,7 @@ FRAMES = 24
 @pytest.fixture(scope="module")
 def short_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo clip's first ``FRAMES`` frames, video only (stream copy)."""
-    out = tmp_path_factory.mktemp("media") / "demo_24.mp4"
-    with av.open(str(DEMO_CLIP)) as src, av.open(str(out), "w") as dst:
-        vin = src.streams.video[0]
-        vout = dst.add_stream_from_template(vin)
-        n = 0
-        for packet in src.demux(vin):
-            if packet.dts is None or n >= FRAMES:
-                continue
-            n += 1
-            packet.stream = vout
-            dst.mux(packet)
-    return out
+    return cut_demo(tmp_path_factory.mktemp("media") / "demo_24.mp4", FRAMES)
 
 
 @pytest.fixture(scope="module")
