@@ -16,7 +16,7 @@ k, clean from k (taken off). Each runs through the product (``run_stream.py`` in
   on any pixel of the face square), i.e. how long a face that has just become bare is still changed.
 
 The tolerance is the largest opened difference the product's own re-encoding leaves on the clip
-without restoration (:func:`benchmarks.baselines.write_through_product_io` with the input as output).
+without restoration (:func:`benchmarks.bare_faces.measure_encode_noise` of an encode-only pass).
 """
 
 from __future__ import annotations
@@ -30,27 +30,16 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.bare_faces import opened_diff
+from benchmarks.bare_faces import face_region, measure_encode_noise, opened_diff
 from benchmarks.baselines import write_through_product_io
 from benchmarks.clip_io import GroundTruth, VideoWriter, read_frames
 from benchmarks.environment import device_info, git, versions
-from benchmarks.eval_compose import FACE_CROP
 from benchmarks.product_run import ProductRunError, run_product
 from benchmarks.report import setup_logging, write_report
 
 log = logging.getLogger("benchmarks.onset")
 
 CLIP = "talking_facemask_photo"
-
-
-def face_square(matrix: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """(H, W) bool: the frame pixels of the canonical face crop's square (``matrix``: frame -> crop)."""
-    import cv2
-
-    inv = cv2.invertAffineTransform(np.asarray(matrix, np.float64))
-    square = np.full((FACE_CROP, FACE_CROP), 255, np.uint8)
-    out = cv2.warpAffine(square, inv, (hw[1], hw[0]), flags=cv2.INTER_NEAREST)
-    return np.asarray(out > 0)
 
 
 def _write(path: Path, frames: np.ndarray, fps: int) -> None:
@@ -66,7 +55,7 @@ def measure(clips: Path, at: Sequence[int], cover: float, work: Path) -> dict[st
     n, hw = len(clean), clean.shape[1:3]
     if len(masked) != n or truth.frames != n:
         raise ValueError(f"{CLIP}: clean, masked and truth disagree ({n}, {len(masked)}, {truth.frames})")
-    faces = [face_square(truth.face_matrices[i], hw) for i in range(n)]
+    faces = [face_region(truth.face_matrices[i], hw) for i in range(n)]
     rows = []
     for k in at:
         if not 0 < k < n - 1:
@@ -79,11 +68,9 @@ def measure(clips: Path, at: Sequence[int], cover: float, work: Path) -> dict[st
             src, out = work / f"{name}.mp4", work / f"{name}_restored.mp4"
             _write(src, frames, 30)
             decoded = read_frames(src)  # what the product reads
-            write_through_product_io(
-                src, {"pass": work / f"{name}_pass.mp4"}, {"pass": lambda f, _m: f}, None
-            )
-            passthrough = read_frames(work / f"{name}_pass.mp4")
-            tol = max(int(opened_diff(p, d).max()) for p, d in zip(passthrough, decoded, strict=True))
+            passthrough = work / f"{name}_pass.mp4"
+            write_through_product_io(src, {"pass": passthrough}, {"pass": lambda f, _m: f}, None)
+            tol = measure_encode_noise(src, passthrough).tolerance
             run = run_product(src, out, work / f"{name}.json", models=None)
             restored = read_frames(out)
             altered = [opened_diff(r, d) > tol for r, d in zip(restored, decoded, strict=True)]
