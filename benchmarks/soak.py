@@ -106,7 +106,43 @@ def fps_between(a: Sample, b: Sample) -> float:
     return (b.frames - a.frames) / (b.t - a.t) if b.t > a.t else 0.0
 
 
-def soak(frames: int, *, warmup: int, sample_every: int, output: Path, models: Path | None) -> dict[str, Any]:
+def memory_and_fps(samples: list[Sample], warmup: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The report's ``rss`` and ``fps`` sections from the samples so far (``rss.before_mb`` is the
+    caller's)."""
+    after = [s for s in samples if s.frames >= warmup]
+    slope = slope_per_frame(after)
+    windows = max(2, len(after) // 5)
+    first, last = after[:windows], after[-windows:]
+    fps_first = fps_between(first[0], first[-1]) if len(first) >= 2 else None
+    fps_last = fps_between(last[0], last[-1]) if len(last) >= 2 else None
+    rss = {
+        "at_warmup_mb": after[0].rss / 1e6 if after else None,
+        "end_mb": samples[-1].rss / 1e6 if samples else None,
+        "warmup_frames": warmup,
+        "slope_bytes_per_frame": slope,
+        "slope_kb_per_10k_frames": None if slope is None else slope * 10_000 / 1e3,
+        "samples": [[s.frames, s.rss] for s in samples],
+    }
+    fps = {
+        "after_warmup_first_fifth": fps_first,
+        "last_fifth": fps_last,
+        "drift_pct": None if not (fps_first and fps_last) else 100.0 * (fps_last - fps_first) / fps_first,
+    }
+    return rss, fps
+
+
+def soak(
+    frames: int,
+    *,
+    warmup: int,
+    sample_every: int,
+    output: Path,
+    models: Path | None,
+    checkpoint: Path | None = None,
+    checkpoint_every: int = 10_000,
+) -> dict[str, Any]:
+    """Run the soak; with ``checkpoint``, also write a partial report (``complete: false``) there every
+    ``checkpoint_every`` frames, so a run longer than a session still leaves what it measured."""
     if not 0 <= warmup < frames:
         raise ValueError(f"warmup must be in 0..frames-1, got {warmup} for {frames} frames")
     config = StreamConfig(
@@ -114,10 +150,30 @@ def soak(frames: int, *, warmup: int, sample_every: int, output: Path, models: P
     )
     samples: list[Sample] = []
     rss0 = rss_bytes()
+    header: dict[str, Any] = {
+        "benchmark": "soak",
+        "git": git("rev-parse", "--short", "HEAD"),
+        "input": str(DEMO_CLIP.name),
+        "frames_requested": frames,
+    }
 
     def on_progress(u: ProgressUpdate) -> None:
         if u.frames_out % sample_every == 0:
             samples.append(Sample(u.frames_out, rss_bytes(), time.perf_counter()))
+        if checkpoint is not None and u.frames_out % checkpoint_every == 0 and u.frames_out < frames:
+            rss, fps = memory_and_fps(samples, warmup)
+            partial = {
+                **header,
+                "complete": False,
+                "frames_done": u.frames_out,
+                "frames_in": u.frames_in,
+                "dropped": u.dropped,
+                "elapsed_s": u.elapsed_s,
+                "rss": {"before_mb": rss0 / 1e6, **rss},
+                "fps": {"mean": u.frames_out / u.elapsed_s if u.elapsed_s > 0 else None, **fps},
+            }
+            write_report(partial, checkpoint)
+            log.info("soak: checkpoint at %d frames -> %s", u.frames_out, checkpoint)
 
     with open_run(config) as opened:
         opened.source.close()  # the soak reads its own looping source of the same clip
@@ -127,22 +183,15 @@ def soak(frames: int, *, warmup: int, sample_every: int, output: Path, models: P
         stats = pipeline.run()
         counter = opened.counter
         device, backend = opened.device, opened.engines.generator.backend
-    after = [s for s in samples if s.frames >= warmup]
-    slope = slope_per_frame(after)
-    windows = max(2, len(after) // 5)
-    first, last = after[:windows], after[-windows:]
-    fps_first = fps_between(first[0], first[-1]) if len(first) >= 2 else None
-    fps_last = fps_between(last[0], last[-1]) if len(last) >= 2 else None
+    rss, fps = memory_and_fps(samples, warmup)
     fidelity = sink.fidelity
     return {
-        "benchmark": "soak",
-        "git": git("rev-parse", "--short", "HEAD"),
+        **header,
+        "complete": True,
         "device": device_info(device),
         "backend": backend,
         "versions": versions(),
-        "input": str(DEMO_CLIP.name),
         "resolution": [source.info.width, source.info.height],
-        "frames_requested": frames,
         "accounting": {
             "frames_in": stats.frames_in,
             "frames_out": stats.frames_out,
@@ -154,21 +203,8 @@ def soak(frames: int, *, warmup: int, sample_every: int, output: Path, models: P
             "error": stats.error,
         },
         "faces_restored": counter.masked_faces,
-        "rss": {
-            "before_mb": rss0 / 1e6,
-            "at_warmup_mb": after[0].rss / 1e6 if after else None,
-            "end_mb": samples[-1].rss / 1e6 if samples else None,
-            "warmup_frames": warmup,
-            "slope_bytes_per_frame": slope,
-            "slope_kb_per_10k_frames": None if slope is None else slope * 10_000 / 1e3,
-            "samples": [[s.frames, s.rss] for s in samples],
-        },
-        "fps": {
-            "mean": stats.fps,
-            "after_warmup_first_fifth": fps_first,
-            "last_fifth": fps_last,
-            "drift_pct": None if not (fps_first and fps_last) else 100.0 * (fps_last - fps_first) / fps_first,
-        },
+        "rss": {"before_mb": rss0 / 1e6, **rss},
+        "fps": {"mean": stats.fps, **fps},
         "psnr_outside_faces_db": None if fidelity is None else fidelity.summary(),
         "wall_s": stats.wall_s,
     }
@@ -181,6 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample-every", type=int, default=250)
     p.add_argument("--models", type=Path, default=None)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=10_000,
+        help="with --json, write a partial report (complete: false) there every N frames",
+    )
     p.add_argument("--keep-output", type=Path, default=None, help="write the restored video here and keep it")
     p.add_argument(
         "--no-arena-cap", action="store_true", help="leave glibc's malloc arenas uncapped (the CLI caps them)"
@@ -193,7 +235,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = args.keep_output or Path(tmp) / "soak.mp4"
         report = soak(
-            args.frames, warmup=warmup, sample_every=args.sample_every, output=out, models=args.models
+            args.frames,
+            warmup=warmup,
+            sample_every=args.sample_every,
+            output=out,
+            models=args.models,
+            checkpoint=args.json,
+            checkpoint_every=args.checkpoint_every,
         )
     report["malloc_arenas"] = {
         "capped": arenas_capped,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+import benchmarks.soak as soak_module
+from benchmarks.report import write_report
 from benchmarks.soak import LoopingFileSource, Sample, slope_per_frame, soak
 from tests.stream.conftest import write_clip
 
@@ -33,3 +36,29 @@ def test_short_soak_accounts_for_every_frame(tmp_path: Path) -> None:
     assert acc["exact"] and acc["frames_out"] == 40 and acc["restore_calls"] == 40
     assert len(r["rss"]["samples"]) == 4 and r["rss"]["slope_bytes_per_frame"] is not None
     assert r["psnr_outside_faces_db"]["frames"] == 4
+
+
+def test_soak_writes_partial_reports_then_the_full_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[dict] = []
+    ckpt = tmp_path / "soak.json"
+
+    def spy(report: dict, path: Path) -> None:
+        seen.append(json.loads(json.dumps(report)))
+        write_report(report, path)
+
+    monkeypatch.setattr(soak_module, "write_report", spy)
+    r = soak(
+        30,
+        warmup=5,
+        sample_every=5,
+        output=tmp_path / "o.mp4",
+        models=None,
+        checkpoint=ckpt,
+        checkpoint_every=10,
+    )
+    assert [p["frames_done"] for p in seen] == [10, 20]
+    assert all(p["complete"] is False for p in seen)
+    assert json.loads(ckpt.read_text())["frames_done"] == 20
+    assert r["complete"] is True and r["accounting"]["exact"]
