@@ -88,6 +88,7 @@ class LatencyConfig:
     plot: Path | None = None
     force_restore: bool = False
     micro_runs: int = 50
+    locate_ahead: str = "auto"
 
     def __post_init__(self) -> None:
         check_engine_choices(self.backend, self.device, self.precision)
@@ -364,6 +365,7 @@ def measure(config: LatencyConfig) -> dict[str, Any]:
             models=run_models,
             null_sink=True,
             progress=False,
+            locate_ahead=config.locate_ahead,
         )
         result = run(stream_config, on_progress=on_progress)
         load_after = os.getloadavg()
@@ -407,6 +409,7 @@ def measure(config: LatencyConfig) -> dict[str, Any]:
             minfo, config.force_restore, sum(r.masked_faces > 0 for r in reports), len(reports)
         ),
         "force_restore": config.force_restore,
+        "locate_ahead": config.locate_ahead,
         "input": {"path": str(config.input), **original, "processed": prepared},
         "resolution": f"{shown['width']}x{shown['height']}",
         "frames": {
@@ -494,6 +497,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         dest="force_restore",
         help="force a mask-shaped hole on every face so the generator always runs",
+    )
+    p.add_argument(
+        "--locate-ahead",
+        default="auto",
+        choices=("auto", "on", "off"),
+        dest="locate_ahead",
+        help="faces of frame N+1 located in their own thread (run_stream.py --locate-ahead)",
     )
     p.add_argument(
         "--micro-runs",

@@ -29,7 +29,13 @@ from stream.networks import Engines, check_engine_choices, default_models_dir, l
 from stream.pipeline import FrameSink, Pipeline, Stage
 from stream.preview.controls import LiveControls
 from stream.redact import redact
-from stream.restore.build import RestoreStage, build_processor, restore_stages, smoother_for_crop
+from stream.restore.build import (
+    LOCATE_AHEAD,
+    RestoreStage,
+    build_processor,
+    restore_stages,
+    smoother_for_crop,
+)
 from stream.restore.config import OCCLUSION_SOURCES, RESTORERS, FrameReport, ProcessorConfig
 from stream.stats import PipelineStats, ProgressReporter, ProgressUpdate
 from stream.view import OpenViews, ViewConfig, open_views
@@ -78,6 +84,7 @@ class StreamConfig:
     max_faces: int = 4
     detect_every: int = 1
     mesh_every: int = 1
+    locate_ahead: str = "auto"
     queue_size: int = 4
     keep_audio: bool = True
     intra_threads: int | None = None
@@ -111,6 +118,8 @@ class StreamConfig:
             raise ValueError(f"detect_every must be >= 1, got {self.detect_every}")
         if self.mesh_every < 1:
             raise ValueError(f"mesh_every must be >= 1, got {self.mesh_every}")
+        if self.locate_ahead not in LOCATE_AHEAD:
+            raise ValueError(f"locate_ahead must be one of {LOCATE_AHEAD}, got {self.locate_ahead!r}")
         if self.queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {self.queue_size}")
         if self.intra_threads is not None and self.intra_threads < 1:
@@ -231,7 +240,11 @@ def open_run(config: StreamConfig) -> Iterator[OpenRun]:
         )
         keep = not info.is_live if config.keep_reports is None else config.keep_reports
         restore, stages = restore_stages(
-            processor, (info.height, info.width), keep_reports=keep, queue_size=config.queue_size
+            processor,
+            (info.height, info.width),
+            keep_reports=keep,
+            queue_size=config.queue_size,
+            locate_ahead=config.locate_ahead,
         )
         counter = RestoreCounter(restore, keep_reports=keep)
         views = open_views(

@@ -83,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(faster; 2 raised the restored mouth's flicker from 1.29x to 1.35x the real face's)",
     )
     p.add_argument(
+        "--locate-ahead",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="detect the faces of frame N+1 in their own thread while frame N is restored; "
+        "auto: where the op set overlaps",
+    )
+    p.add_argument(
         "--occlusion",
         choices=OCCLUSION_SOURCES,
         default="auto",
@@ -262,6 +269,7 @@ def config_from_args(args: argparse.Namespace) -> StreamConfig:
         max_faces=args.max_faces,
         detect_every=args.detect_every,
         mesh_every=args.mesh_every,
+        locate_ahead=args.locate_ahead,
         queue_size=args.queue_size,
         keep_audio=not args.no_audio,
         intra_threads=args.threads,

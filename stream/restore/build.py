@@ -119,13 +119,24 @@ class RestoreStage:
         return dataclasses.replace(frame, bgr_u8=out) if out is not frame.bgr_u8 else frame
 
 
+LOCATE_AHEAD = ("auto", "on", "off")
+
+
 def restore_stages(
-    processor: FrameProcessor, frame_hw: tuple[int, int], *, keep_reports: bool, queue_size: int
+    processor: FrameProcessor,
+    frame_hw: tuple[int, int],
+    *,
+    keep_reports: bool,
+    queue_size: int,
+    locate_ahead: str = "auto",
 ) -> tuple[RestoreStage, list[Stage]]:
-    """The pipeline stages that run ``processor``: where its op set ``overlaps``, two threads (stage
-    "faces": detection + upload of frame N+1 while stage "restore" restores frame N, after a warm-up at
-    ``frame_hw``), else one. Returns the restore stage (it keeps the reports) and the stage list."""
-    if processor.ops.overlaps:
+    """The pipeline stages that run ``processor``: two threads (stage "faces": detection + upload of frame
+    N+1 while stage "restore" restores frame N, after a warm-up at ``frame_hw``) when ``locate_ahead`` is
+    "on", or "auto" and the op set ``overlaps``; else one. Returns the restore stage (it keeps the
+    reports) and the stage list."""
+    if locate_ahead not in LOCATE_AHEAD:
+        raise ValueError(f"locate_ahead must be one of {LOCATE_AHEAD}, got {locate_ahead!r}")
+    if locate_ahead == "on" or (locate_ahead == "auto" and processor.ops.overlaps):
         processor.warmup(frame_hw)
         ahead = LocateAhead(processor, max_pending=queue_size + 4)
         restore = RestoreStage(ahead.process, keep_reports=keep_reports)
@@ -134,4 +145,5 @@ def restore_stages(
         )
         return restore, [FunctionStage("faces", ahead.locate_stage), FunctionStage(restore.name, restore)]
     restore = RestoreStage(processor.process, keep_reports=keep_reports)
+    logger.info("stages: one restore thread (faces located and restored in turn)")
     return restore, [FunctionStage(restore.name, restore)]

@@ -20,4 +20,13 @@ def test_config_refuses_bad_values_with_what_was_expected() -> None:
         StreamConfig(backend="tflite")
     with pytest.raises(ValueError, match="output must differ from the input"):
         StreamConfig(input="a.mp4", output="./a.mp4")
+    with pytest.raises(ValueError, match="locate_ahead must be one of"):
+        StreamConfig(locate_ahead="always")
     assert default_output("/x/clip.mov").name == "clip_restored.mp4"
+
+
+def test_locate_ahead_reaches_the_run_config() -> None:
+    from stream.cli import build_parser, config_from_args
+
+    assert config_from_args(build_parser().parse_args(["--locate-ahead", "on"])).locate_ahead == "on"
+    assert config_from_args(build_parser().parse_args([])).locate_ahead == "auto"

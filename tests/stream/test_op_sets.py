@@ -34,7 +34,7 @@ from stream.errors import StreamError  # noqa: E402
 from stream.faces.front_end import inside_mask_from_alpha  # noqa: E402
 from stream.pipeline import FunctionStage, Pipeline  # noqa: E402
 from stream.restore import torch_ops  # noqa: E402
-from stream.restore.build import build_processor  # noqa: E402
+from stream.restore.build import build_processor, restore_stages  # noqa: E402
 from stream.restore.composite import paste_back, paste_roi  # noqa: E402
 from stream.restore.config import FrameReport, ProcessorConfig  # noqa: E402
 from stream.restore.gate import GateConfig  # noqa: E402
@@ -544,6 +544,21 @@ def test_build_processor_picks_by_device_and_logs_it(ort_engines, caplog) -> Non
     ]
     with pytest.raises(ValueError, match="device must be"):
         build_processor(ScriptedDetector([[]]), det, gen, None, "tpu")
+
+
+def test_restore_stages_locate_ahead_on_off_and_auto_by_the_op_set(ort_engines, caplog) -> None:
+    det, gen = ort_engines
+    proc = build_processor(ScriptedDetector([[]]), det, gen, ProcessorConfig(), "cpu")
+    auto = ["faces", "restore"] if proc.ops.overlaps else ["restore"]
+    for choice, names in (("on", ["faces", "restore"]), ("off", ["restore"]), ("auto", auto)):
+        with caplog.at_level(logging.INFO, logger="stream.restore.build"):
+            caplog.clear()
+            _, stages = restore_stages(proc, (H, W), keep_reports=False, queue_size=2, locate_ahead=choice)
+        assert [s.name for s in stages] == names, choice
+        line = "in two threads" if len(names) == 2 else "one restore thread"
+        assert any(line in r.getMessage() for r in caplog.records), choice
+    with pytest.raises(ValueError, match="locate_ahead must be one of"):
+        restore_stages(proc, (H, W), keep_reports=False, queue_size=2, locate_ahead="yes")
 
 
 # ---------------------------------------------------------------------------- two threads
