@@ -3,7 +3,10 @@
 Face metrics are taken in the 256 px canonical crop of the clean face (:mod:`engines.crop`, matrices
 from the clip's truth), the resolution issue 11 asks for. PSNR: dB, data range 1.0, capped at
 ``PSNR_CAP_DB``; SSIM: :func:`training.metrics.ssim`; identity: cosine of SFace embeddings of the method's
-face crop and the clean one (:mod:`training.identity`), or absent when SFace cannot load (logged once).
+face crop and the clean one (:mod:`training.identity`), or absent when SFace cannot load (logged once);
+``lpips``: ST-LPIPS distance of the method's face crop to the clean one (:mod:`benchmarks.lpips`, lower is
+better), on every ``lpips_every``-th frame (a subset of the face-metric frames: it costs ~0.15 s per
+crop on a 2-core CPU), or absent (null) when the weights cannot load (logged once).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 
 from benchmarks.clip_io import ClipError, GroundTruth, iter_frames
 from benchmarks.eval_compose import FACE_CROP
+from benchmarks.lpips import LpipsMetric
 from benchmarks.temporal import PSNR_CAP_DB
 from training import metrics
 from training.identity import IdentityEmbedder, cosine
@@ -52,13 +56,15 @@ class _Scores:
     psnr_face: list[float] = field(default_factory=list)
     ssim_face: list[float] = field(default_factory=list)
     id_cosine: list[float] = field(default_factory=list)
+    lpips: list[float] = field(default_factory=list)
 
     def means(self) -> dict[str, float | None]:
         def mean(v: list[float]) -> float | None:
             f = [x for x in v if math.isfinite(x)]
             return float(np.mean(f)) if f else None
 
-        return {k: mean(getattr(self, k)) for k in ("psnr_frame", "psnr_face", "ssim_face", "id_cosine")}
+        keys = ("psnr_frame", "psnr_face", "ssim_face", "id_cosine", "lpips")
+        return {k: mean(getattr(self, k)) for k in keys}
 
 
 def evaluate_frames(
@@ -67,11 +73,17 @@ def evaluate_frames(
     truth: GroundTruth,
     embedder: IdentityEmbedder | None,
     every: int = 1,
+    lpips: LpipsMetric | None = None,
+    lpips_every: int | None = None,
 ) -> dict[str, Any]:
     """Means over frames (every ``every``-th for the face metrics) of whole-frame PSNR and face-crop PSNR,
-    SSIM and identity cosine per method; ``clean_id_self`` is the clean crop's cosine with itself (1.0)."""
+    SSIM and identity cosine per method, and face-crop LPIPS on every ``lpips_every``-th frame (a multiple
+    of ``every``; default ``every``). Metrics whose model is None are null."""
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
+    lpips_every = every if lpips_every is None else lpips_every
+    if lpips_every < 1 or lpips_every % every:
+        raise ValueError(f"lpips_every must be a positive multiple of every ({every}), got {lpips_every}")
     scores = {name: _Scores() for name in outputs}
     streams = [iter_frames(p) for p in outputs.values()]
     n = -1
@@ -93,6 +105,9 @@ def evaluate_frames(
             emb = embedder.embed([clean_crop, *crops])
             for j, name in enumerate(outputs):
                 scores[name].id_cosine.append(cosine(emb[0], emb[j + 1]))
+        if lpips is not None and n % lpips_every == 0:
+            for name, d in zip(outputs, lpips.distances(clean_crop, crops), strict=True):
+                scores[name].lpips.append(d)
     if n + 1 != truth.frames:
         raise ClipError(f"clips have {n + 1} frames, the truth {truth.frames}")
     return {name: s.means() for name, s in scores.items()}

@@ -9,8 +9,10 @@ process and written through the product's own source and sink (:mod:`benchmarks.
 masked input, OpenCV Telea and Navier-Stokes GIVEN THE TRUE MASK.
 
 - masked clips: PSNR inside the true mask per frame (mean, p10, worst) and flicker against the clean
-  clip's (:mod:`benchmarks.temporal`), whole-frame PSNR, face PSNR / SSIM / identity cosine in the
-  256 px canonical crop (:mod:`benchmarks.face_metrics`);
+  clip's (:mod:`benchmarks.temporal`), whole-frame PSNR, face PSNR / SSIM / identity cosine / LPIPS in
+  the 256 px canonical crop (:mod:`benchmarks.face_metrics`; LPIPS on every ``--lpips-every``-th frame,
+  default 5x ``--face-every``, ~1/5 of its cost on every frame; 5, prime to the stills' 8-frame hold,
+  samples every position in a hold);
 - bare clips: share of pixels altered, frames with no face pixel altered, face restorations reported
   (:mod:`benchmarks.bare_faces`).
 
@@ -36,6 +38,7 @@ from benchmarks.clip_io import ClipError, GroundTruth, read_frames
 from benchmarks.environment import device_info, git, models_info, versions
 from benchmarks.eval_clips import EvalClipsError, iter_clips, load_index
 from benchmarks.face_metrics import evaluate_frames, face_crop_rgb01, load_identity
+from benchmarks.lpips import LpipsMetric
 from benchmarks.product_run import ProductRunError, run_product
 from benchmarks.report import json_safe, setup_logging, write_report
 from benchmarks.temporal import evaluate_series, plot_series
@@ -48,6 +51,8 @@ METHODS = ("product", *BASELINES)
 GRID_COLUMNS = ("masked", "product", "Telea (true mask)", "clean")
 GRID_TILE = 192
 GRID_CLIPS = ("stills_facemask_photo", "talking_", "stills_hand", "stills_sunglasses", "bare_")
+# Default --lpips-every = this x --face-every: ST-LPIPS costs ~0.15 s per 256 px crop on a 2-core CPU.
+LPIPS_EVERY_FACTOR = 5
 
 
 def _clip_masked(
@@ -57,13 +62,17 @@ def _clip_masked(
     work: Path,
     embedder: Any,
     face_every: int,
+    lpips: LpipsMetric | None = None,
+    lpips_every: int | None = None,
 ) -> dict[str, Any]:
     truth = GroundTruth.load(files["truth"])
     outs = {name: work / f"{name}.mp4" for name in BASELINES}
     write_through_product_io(files["input"], outs, baseline_functions(), truth)
     videos = {"product": product, **outs}
     series = evaluate_series(videos, files["clean"], truth)
-    frames = evaluate_frames(videos, files["clean"], truth, embedder, every=face_every)
+    frames = evaluate_frames(
+        videos, files["clean"], truth, embedder, every=face_every, lpips=lpips, lpips_every=lpips_every
+    )
     methods = {
         name: {**frames[name], **{k: v for k, v in series["methods"][name].items()}} for name in videos
     }
@@ -148,6 +157,8 @@ def checks(report: Mapping[str, Any]) -> list[dict[str, Any]]:
                       None if telea_face is None else telea_face + 0.5, ">="))  # fmt: skip
     out.append(_check(f"11: {s} face SSIM >= Telea's", _get(report, s, "product", "ssim_face"),
                       _get(report, s, "telea", "ssim_face"), ">="))  # fmt: skip
+    out.append(_check(f"11: {s} face LPIPS < Telea's", _get(report, s, "product", "lpips"),
+                      _get(report, s, "telea", "lpips"), "<="))  # fmt: skip
     out.append(_check(f"11: {s} identity > masked input's", _get(report, s, "product", "id_cosine"),
                       _get(report, s, "masked_input", "id_cosine"), ">="))  # fmt: skip
     talking = next((c for c in report["clips"] if c.startswith("talking_")), None)
@@ -180,7 +191,7 @@ def checks(report: Mapping[str, Any]) -> list[dict[str, Any]]:
 def table_lines(report: Mapping[str, Any]) -> list[str]:
     """A plain-text table of the main numbers (also written into the JSON)."""
     lines = [f"{'clip':<28} {'method':<14} {'mask PSNR mean/p10/worst':>26} {'frame':>6} {'face':>6} {'SSIMf':>6} "
-             f"{'id':>6} {'flicker':>8} {'ratio':>6}"]  # fmt: skip
+             f"{'LPIPSf':>6} {'id':>6} {'flicker':>8} {'ratio':>6}"]  # fmt: skip
 
     def f(v: Any, d: int = 2) -> str:
         return "-" if v is None else f"{v:.{d}f}"
@@ -191,7 +202,8 @@ def table_lines(report: Mapping[str, Any]) -> list[str]:
                 pm = v["psnr_mask"]
                 lines.append(
                     f"{name:<28} {m:<14} {f(pm['mean']):>8}/{f(pm['p10']):>6}/{f(pm['worst']):>6}      "
-                    f"{f(v['psnr_frame']):>6} {f(v['psnr_face']):>6} {f(v['ssim_face'], 3):>6} {f(v['id_cosine'], 3):>6} "
+                    f"{f(v['psnr_frame']):>6} {f(v['psnr_face']):>6} {f(v['ssim_face'], 3):>6} "
+                    f"{f(v.get('lpips'), 3):>6} {f(v['id_cosine'], 3):>6} "
                     f"{f(v['flicker']['mean']):>8} {f(v['flicker_ratio']):>6}"
                 )
         elif "product" in c:
@@ -212,9 +224,15 @@ def evaluate(
     grid_picks: int,
     plot_stem: Path | None = None,
     product_root: Path = REPO_ROOT,
+    lpips_every: int | None = None,
 ) -> tuple[dict[str, Any], list[tuple[str, list[np.ndarray]]]]:
+    """Run and score every clip; ``lpips_every`` defaults to ``LPIPS_EVERY_FACTOR * face_every``."""
+    lpips_every = LPIPS_EVERY_FACTOR * face_every if lpips_every is None else lpips_every
+    if lpips_every < 1 or lpips_every % face_every:
+        raise ValueError(f"--lpips-every must be a positive multiple of --face-every ({face_every})")
     index = load_index(clips_dir)
     embedder = load_identity()
+    lpips = LpipsMetric.create_or_none()
     report: dict[str, Any] = {"clips": {}}
     grid: list[tuple[str, list[np.ndarray]]] = []
     for clip, files in iter_clips(index, clips_dir):
@@ -242,7 +260,9 @@ def evaluate(
             entry.update(evaluate_bare(files["input"], run.output, truth, cwork, run.restorations))
             grid_frames = [int(np.argmax(entry["series"]["product_altered_share"]))]  # the worst frame
         else:
-            entry.update(_clip_masked(clip, files, run.output, cwork, embedder, face_every))
+            entry.update(
+                _clip_masked(clip, files, run.output, cwork, embedder, face_every, lpips, lpips_every)
+            )
             if plot_stem is not None and name.startswith("talking_"):
                 plot = plot_stem.with_name(f"{plot_stem.name}_{name}.png")
                 plot_series(entry, plot, f"{name}: product vs baselines given the true mask")
@@ -255,6 +275,7 @@ def evaluate(
                 label = f"{name}\nframe {i}" + (" (worst)" if grid_frames else "")
                 grid.append((label, tiles))
     report["identity_model"] = None if embedder is None else embedder.model_path.name
+    report["lpips_model"] = None if lpips is None else {**lpips.info(), "every": lpips_every}
     return report, grid
 
 
@@ -300,6 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--face-every", type=int, default=1, help="face metrics on every N-th frame (default: %(default)s)"
     )
+    p.add_argument(
+        "--lpips-every",
+        type=int,
+        default=None,
+        help=f"face LPIPS on every N-th frame, a multiple of --face-every (default: {LPIPS_EVERY_FACTOR}x it)",
+    )
     p.add_argument("--grid-picks", type=int, default=4, help="frames of the photo-mask stills in the grid")
     return p
 
@@ -310,7 +337,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         stem = args.json_path.with_name(args.json_path.stem + "_temporal")
         report, grid = evaluate(
-            args.clips, args.models, args.work, args.face_every, args.grid_picks, stem, args.product_root
+            args.clips,
+            args.models,
+            args.work,
+            args.face_every,
+            args.grid_picks,
+            stem,
+            args.product_root,
+            args.lpips_every,
         )
     except (EvalClipsError, ClipError, ProductRunError, ValueError, OSError) as exc:
         logger.error("%s", exc)
@@ -338,6 +372,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "baselines": "Telea / Navier-Stokes given the true mask grown by true_mask_dilate_px, composited inside it; "
             "every method is written through the product's file sink, so all pay the same H.264 encoding",
             "face": "face metrics in the 256 px canonical crop of the clean face (engines.crop)",
+            "lpips": "face-crop distance to the clean crop, lower is better: "
+            + (
+                "left out (see the log)"
+                if report["lpips_model"] is None
+                else f"{report['lpips_model']['note']}, every {report['lpips_model']['every']}-th frame"
+            ),
             "flicker": "mean |frame t - frame t-1| inside the true mask (0-255 levels), within one still/shot; ratio "
             "to the clean clip's, null where the clean clip is still",
             "product": "run_stream.py in a subprocess, default options plus --models, --quiet, --no-audio",

@@ -12,10 +12,12 @@ and the OpenCV Telea / Navier-Stokes baselines (``cv2.inpaint``, radius 3) all g
 is composited ``restored * mask + input * (1 - mask)`` (what the product shows) before scoring
 against ``B``. ``masked_input`` scores the unrestored input. Metrics (:mod:`training.metrics`):
 PSNR (dB, range 1.0), SSIM, L1 and L2 (fractions, not %) on the full crop, ``psnr_mask`` inside the
-ground-truth face-mask (else the detected mask), and ``id_cosine`` (SFace, :mod:`training.identity`)
-between each output and the clean face, null when the bundled SFace file is missing.
+ground-truth face-mask (else the detected mask), ``id_cosine`` (SFace, :mod:`training.identity`)
+between each output and the clean face, null when the bundled SFace file is missing, and ``lpips``
+(ST-LPIPS, :mod:`benchmarks.lpips`, lower is better) of each output to the clean crop, on the full
+crop like PSNR, null when torch or the stlpips-pytorch weights are missing.
 
-JSON: ``{"methods": {name: {"psnr", "ssim", "l1", "l2", "psnr_mask", "id_cosine"}},
+JSON: ``{"methods": {name: {"psnr", "ssim", "l1", "l2", "psnr_mask", "id_cosine", "lpips"}},
 "detector": {"mask_iou"}, "count": n, ...}`` plus provenance and per-image keys. Values are means
 over images; per-image PSNR is capped at ``PSNR_CAP_DB`` so one pixel-identical image cannot make the
 mean infinite; a metric with no defined value is null.
@@ -34,6 +36,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from benchmarks.lpips import LpipsMetric
 from benchmarks.report import json_safe, setup_logging, write_report
 from engines.base import Engine
 from engines.errors import EngineError
@@ -259,7 +262,9 @@ def _evaluate_batch(
     return results
 
 
-def _score_sample(s: Sample, r: dict[str, Any], embedder: IdentityEmbedder | None) -> dict[str, Any]:
+def _score_sample(
+    s: Sample, r: dict[str, Any], embedder: IdentityEmbedder | None, lpips: LpipsMetric | None = None
+) -> dict[str, Any]:
     """Per-image record: detector IoU, and every method's metrics against the clean crop."""
     region = s.gt_mask if s.gt_mask is not None else r["used"]
     record: dict[str, Any] = {
@@ -270,8 +275,10 @@ def _score_sample(s: Sample, r: dict[str, Any], embedder: IdentityEmbedder | Non
         "methods": {m: score(out, s.clean_rgb01, region) for m, out in r["outputs"].items()},
     }
     emb = None if embedder is None else embedder.embed([s.clean_rgb01, *r["outputs"].values()])
+    dist = None if lpips is None else lpips.distances(s.clean_rgb01, list(r["outputs"].values()))
     for j, m in enumerate(r["outputs"]):
         record["methods"][m]["id_cosine"] = None if emb is None else cosine(emb[0], emb[j + 1])
+        record["methods"][m]["lpips"] = None if dist is None else dist[j]
     return record
 
 
@@ -282,6 +289,7 @@ def evaluate(config: QualityConfig) -> dict[str, Any]:
     triples = list_dataset(config.dataset, config.limit)
     detector, generator = _load_models(config)
     embedder = IdentityEmbedder.create_or_none()
+    lpips = LpipsMetric.create_or_none()
     size = detector.info.crop_size
     per_image: list[dict[str, Any]] = []
     grid_rows: list[list[np.ndarray]] = []
@@ -296,7 +304,7 @@ def evaluate(config: QualityConfig) -> dict[str, Any]:
             for s, r in zip(
                 samples, _evaluate_batch(samples, detector, generator, config.dilate_px), strict=True
             ):
-                per_image.append(_score_sample(s, r, embedder))
+                per_image.append(_score_sample(s, r, embedder, lpips))
                 if len(grid_rows) < GRID_ROWS:
                     o = r["outputs"]
                     masks = _mask_tile(r["detected"], r["used"])
@@ -314,7 +322,7 @@ def evaluate(config: QualityConfig) -> dict[str, Any]:
         )
     grid_path = config.grid_path or config.json_path.with_name(config.json_path.stem + "_grid.png")
     write_grid(grid_path, grid_rows)
-    keys = ("psnr", "ssim", "l1", "l2", "psnr_mask", "id_cosine")
+    keys = ("psnr", "ssim", "l1", "l2", "psnr_mask", "id_cosine", "lpips")
     report = {
         "methods": {m: {k: _mean([r["methods"][m][k] for r in per_image]) for k in keys} for m in METHODS},
         "detector": {"mask_iou": _mean([r["mask_iou"] for r in per_image])},
@@ -333,11 +341,14 @@ def evaluate(config: QualityConfig) -> dict[str, Any]:
         "mask_iou_count": sum(r["mask_iou"] is not None for r in per_image),
         "psnr_mask_region": sorted({r["psnr_mask_region"] for r in per_image}),
         "identity_model": None if embedder is None else embedder.model_path.name,
+        "lpips_model": None if lpips is None else lpips.info(),
         "notes": {
             "psnr": f"dB, data range 1.0, per-image values capped at {PSNR_CAP_DB} dB, then averaged",
             "l1_l2": "mean absolute / squared error on [0, 1] data, as fractions (x100 for %)",
             "psnr_mask": "inside face-mask/ when present, else inside the dilated detected mask",
             "composite": "restored * mask + input * (1 - mask) with the dilated detected mask",
+            "lpips": "distance to the clean crop on the full crop, lower is better: "
+            + ("left out (see the log)" if lpips is None else lpips.note),
         },
         "grid": str(grid_path),
         "per_image": per_image,
@@ -381,7 +392,7 @@ def write_grid(path: Path, rows: Sequence[Sequence[np.ndarray]]) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.quality",
-        description="Restoration quality (PSNR, SSIM, L1, L2, masked PSNR, SFace identity) of our detector + "
+        description="Restoration quality (PSNR, SSIM, L1, L2, masked PSNR, SFace identity, LPIPS) of our detector + "
         "generator against OpenCV Telea / Navier-Stokes inpainting on an FMOR-layout data set.",
     )
     p.add_argument(

@@ -6,8 +6,9 @@ from typing import Any
 
 import cv2
 import numpy as np
+import pytest
 
-from benchmarks import product
+from benchmarks import lpips, product
 from benchmarks.eval_clips import EvalClipsConfig, StillSource, build
 from benchmarks.eval_compose import Framing
 from benchmarks.product_run import parse_done_line
@@ -22,13 +23,16 @@ def test_parse_done_line_takes_the_last_summary() -> None:
     assert parse_done_line("error: cannot open") is None
 
 
-def _masked(psnr_mask: float, face: float, ssim: float, idc: float, ratio: float | None) -> dict[str, Any]:
+def _masked(
+    psnr_mask: float, face: float, ssim: float, idc: float, ratio: float | None, lpips: float | None = 0.2
+) -> dict[str, Any]:
     return {
         "psnr_mask": {"mean": psnr_mask, "p10": psnr_mask - 1, "worst": psnr_mask - 2},
         "psnr_frame": 30.0,
         "psnr_face": face,
         "ssim_face": ssim,
         "id_cosine": idc,
+        "lpips": lpips,
         "flicker": {"mean": 1.0},
         "flicker_ratio": ratio,
     }
@@ -41,8 +45,8 @@ def test_checks_compare_with_the_issue_targets() -> None:
                 "kind": "masked",
                 "occluder": "facemask_photo",
                 "methods": {
-                    "product": _masked(25.0, 28.0, 0.90, 0.5, None),
-                    "telea": _masked(22.5, 27.0, 0.91, 0.6, None),
+                    "product": _masked(25.0, 28.0, 0.90, 0.5, None, lpips=0.10),
+                    "telea": _masked(22.5, 27.0, 0.91, 0.6, None, lpips=0.15),
                     "masked_input": _masked(10.0, 20.0, 0.80, 0.4, None),
                 },
             },
@@ -70,12 +74,28 @@ def test_checks_compare_with_the_issue_targets() -> None:
     assert got["11: stills_facemask_photo psnr_mask >= Telea + 2 dB"] is True
     assert got["11: stills_facemask_photo face PSNR >= Telea + 0.5 dB"] is True
     assert got["11: stills_facemask_photo face SSIM >= Telea's"] is False
+    assert got["11: stills_facemask_photo face LPIPS < Telea's"] is True
     assert got["11: stills_facemask_photo identity > masked input's"] is True
     assert got["11: talking_facemask_photo psnr_mask >= masked input + 9.5 dB"] is True
     assert got["11: talking_facemask_photo flicker <= 1.3x clean"] is False
     assert got["12: stills_hand psnr_mask >= Telea + 1 dB"] is False
     assert got["12: bare_talking frames with no face pixel altered"] is True
     assert got["12: bare_talking worst-frame altered share"] is False
+    report["clips"]["stills_facemask_photo"]["methods"]["product"]["lpips"] = None  # LPIPS left out
+    got = {c["check"]: c["passed"] for c in product.checks(report)}
+    assert got["11: stills_facemask_photo face LPIPS < Telea's"] is None
+    lines = product.table_lines({"clips": {k: report["clips"][k] for k in ("stills_facemask_photo",)}})
+    assert "LPIPSf" in lines[0]
+    telea_row = next(x for x in lines if x.startswith("stills_facemask_photo") and " telea " in x)
+    assert " 0.150 " in telea_row
+
+
+def test_lpips_every_must_be_a_multiple_of_face_every(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    args = ["--clips", str(tmp_path), "--json", str(tmp_path / "r.json"), "--face-every", "2"]
+    assert product.main([*args, "--lpips-every", "3"]) == 2
+    assert "multiple of --face-every" in caplog.text
 
 
 def test_write_grid(tmp_path: Path) -> None:
@@ -122,4 +142,10 @@ def test_product_end_to_end_on_tiny_clips_without_a_video(tmp_path: Path) -> Non
     assert 0.0 <= bare["product"]["altered_share_worst"] <= 1.0
     assert bare["passthrough"]["altered_share_worst"] == 0.0
     assert report["device"]["kind"] == "cpu" and (tmp_path / "product_test_grid.png").is_file()
+    if lpips.find_weights() is not None and lpips.torch_available():
+        assert report["lpips_model"]["every"] == product.LPIPS_EVERY_FACTOR
+        assert all(v["lpips"] is not None and v["lpips"] >= 0.0 for v in m.values())
+        assert m["product"]["lpips"] is not None and "LPIPSf" in report["table"][0]
+    else:
+        assert all(v["lpips"] is None for v in m.values())
     assert any(c["check"].startswith("12: bare_stills_motion") for c in report["checks"])

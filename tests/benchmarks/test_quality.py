@@ -13,12 +13,12 @@ import pytest
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
-from benchmarks import quality  # noqa: E402
+from benchmarks import lpips, quality  # noqa: E402
 from engines.base import METADATA_KEY, ModelInfo  # noqa: E402
 from training.identity import find_sface_model  # noqa: E402
 
 SIZE = 64
-KEYS = {"psnr", "ssim", "l1", "l2", "psnr_mask", "id_cosine"}
+KEYS = {"psnr", "ssim", "l1", "l2", "psnr_mask", "id_cosine", "lpips"}
 METHODS = {"masked_input", "telea", "navier_stokes", "ours"}
 GREEN_RGB_U8 = (0, 255, 0)
 
@@ -144,6 +144,14 @@ def test_report_layout_counts_baselines_and_exact_iou(tmp_path: Path, models_dir
         assert all(-1.0 <= v["id_cosine"] <= 1.0 for v in m.values())
     else:
         assert all(v["id_cosine"] is None for v in m.values())
+    if lpips.find_weights() is not None:
+        assert all(v["lpips"] >= 0.0 for v in m.values())
+        # Skin-coloured inpainting is perceptually closer to the clean face than a pure-green block.
+        assert m["telea"]["lpips"] < m["masked_input"]["lpips"]
+        assert report["lpips_model"]["note"] == lpips.NOTE and report["notes"]["lpips"].endswith(lpips.NOTE)
+        assert all(r["methods"]["ours"]["lpips"] is not None for r in report["per_image"])
+    else:
+        assert all(v["lpips"] is None for v in m.values()) and report["lpips_model"] is None
     grid = cv2.imread(report["grid"])
     assert grid is not None and grid.shape[1] == 6 * SIZE and grid.shape[0] > 3 * SIZE
 
@@ -179,6 +187,18 @@ def test_identity_is_null_without_the_sface_file(
     assert rc == 0
     assert all(v["id_cosine"] is None for v in report["methods"].values())
     assert report["identity_model"] is None
+
+
+def test_lpips_is_null_without_the_weights(
+    tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(lpips, "find_weights", lambda: None)
+    _make_dataset(tmp_path / "ds", 1)
+    rc, report = _run(tmp_path, tmp_path / "ds", models_dir)
+    assert rc == 0
+    assert all(v["lpips"] is None for v in report["methods"].values())
+    assert report["lpips_model"] is None and "left out" in report["notes"]["lpips"]
+    assert caplog.text.count("lpips metric left out") == 1
 
 
 def test_user_mistakes_give_one_line_errors(
