@@ -66,7 +66,8 @@ logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = "deocclude.latency/1"
-# "faces" exists where the op set overlaps (CUDA): detection + upload of frame N+1 in its own thread.
+# "faces" exists with --locate-ahead (auto: where the op set overlaps): detection, upload and face mesh of
+# frame N+1 in their own thread.
 PIPELINE_STAGES = ("capture", "faces", "restore", "render")
 CLIP_CRF = "18"
 
@@ -231,11 +232,12 @@ def bound_by(
     Stages run in their own threads, so the slowest stage bounds fps. A slow ``capture`` is ``decode``
     when decoding alone is about as slow, else ``contention`` (the capture thread waiting for a core or
     the GIL). From the FrameReports: ``networks`` = mask step (detector network + smoothing) + restore
-    step (generator), ``face_detection`` = YuNet + tracker, ``glue`` = alignment, compositing and the
-    restore stage's time outside the steps (Python bookkeeping).
+    step (generator), ``face_detection`` = YuNet + tracker, ``face_prior`` = face mesh + prior fit +
+    guide, ``glue`` = alignment, compositing and the restore stage's time outside the steps (Python
+    bookkeeping).
 
-    With a ``faces`` stage (CUDA: detection and upload of frame N+1 in their own thread) face detection
-    and the upload run outside the restore thread, and ``overlap_ms`` is what the two threads must have
+    With a ``faces`` stage (``--locate-ahead``: detection, upload and face mesh of frame N+1 in their own
+    thread) face detection, the upload and the mesh run outside the restore thread, and ``overlap_ms`` is what the two threads must have
     run at the same time per frame: faces + restore beyond the frame period (0 when they did not overlap).
     """
     per_stage = {k: float(stages[k]["mean"] or 0.0) for k in PIPELINE_STAGES if k in stages}
@@ -244,10 +246,12 @@ def bound_by(
     step = {k: _per_frame(d, n) for k, d in steps.items()}
     restore_ms = per_stage["restore"]
     two_threads = "faces" in per_stage
-    in_restore_thread = {k: v for k, v in step.items() if not (two_threads and k in ("detect", "upload"))}
+    ahead = ("detect", "upload", "mesh")  # what the faces thread runs, with two threads
+    in_restore_thread = {k: v for k, v in step.items() if not (two_threads and k in ahead)}
     parts = {
         "networks": step.get("mask", 0.0) + step.get("restore", 0.0),
         "face_detection": step.get("detect", 0.0),
+        "face_prior": step.get("mesh", 0.0) + step.get("prior", 0.0),
         "glue": step.get("align", 0.0)
         + step.get("composite", 0.0)
         + max(0.0, restore_ms - sum(in_restore_thread.values())),
@@ -272,7 +276,7 @@ def bound_by(
         seen = (
             f"{overlap_ms:.1f} ms/frame observed overlapping restore" if overlap_ms is not None else "no fps"
         )
-        faces_text = f"faces thread (detection + upload of the next frame) {faces_ms:.1f} ms/frame ({seen}). "
+        faces_text = f"faces thread (detection, upload and face mesh of the next frame) {faces_ms:.1f} ms/frame ({seen}). "
     det, gen = nets["detector"]["median_ms"], nets["generator"]["median_ms"]
     text = (
         f"Slowest thread: {slowest} at {per_stage[slowest]:.1f} ms/frame (mean) for a {period}. "
@@ -280,7 +284,8 @@ def bound_by(
         f"alone; render (null sink) {per_stage.get('render', 0):.2f} ms. restore {restore_ms:.1f} ms/frame: "
         f"networks {parts['networks']:.1f} ms ({share['networks']:.0%}; alone at batch 1 the detector takes "
         f"{det:.1f} ms and the generator {gen:.1f} ms), face detection (YuNet + tracker) "
-        f"{parts['face_detection']:.1f} ms ({share['face_detection']:.0%}), alignment + compositing + Python "
+        f"{parts['face_detection']:.1f} ms ({share['face_detection']:.0%}), face prior (mesh + fit + guide) "
+        f"{parts['face_prior']:.1f} ms ({share['face_prior']:.0%}), alignment + compositing + Python "
         f"glue {parts['glue']:.1f} ms ({share['glue']:.0%}). {faces_text}Verdict: bound by {verdict}."
     )
     return {

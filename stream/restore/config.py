@@ -14,7 +14,7 @@ from stream.restore.gate import GateConfig
 from stream.restore.smoother import SmootherConfig
 
 # The keys every report's ``timings_ms`` has; an op set may add its own (the torch ops: upload, download).
-TIMING_KEYS = ("detect", "align", "mask", "prior", "restore", "composite")
+TIMING_KEYS = ("detect", "align", "mesh", "mask", "prior", "restore", "composite")
 # Where the occlusion mask comes from: "segmenter" (paper 003's Eq. 1: the whole-face region minus the
 # visible face, any occluder), "detector" (FMODR's face-mask region network), "union" (a pixel is
 # occluded when either says so), "gated-union" (the segmenter alone decides whether a face is covered;
@@ -113,8 +113,10 @@ class FrameReport:
     """What happened to one frame. ``faces``: faces sent to the networks; ``skipped_faces``: tracked but
     not processed (over ``max_faces``, too small); ``masked_faces``: faces restored and pasted.
     ``timings_ms`` has every key of :data:`TIMING_KEYS` (0.0 for a step that did not run): ``detect`` =
-    face detector + tracker, ``align`` = alignment and crops, ``mask`` = detector network + smoothing,
-    ``prior`` = face mesh + prior fit + guide, ``restore`` = generator network, ``composite`` = frame
+    face detector + tracker, ``align`` = alignment and crops, ``mesh`` = the face prior's face mesh run
+    ahead in :meth:`~stream.restore.processor.FrameProcessor.locate` (faces restored on the last frame),
+    ``mask`` = detector network + smoothing, ``prior`` = prior fit + guide (and the mesh of a face
+    restored for the first time), ``restore`` = generator network, ``composite`` = frame
     copy + paste back; a processor may add keys of
     its own (the torch ops add ``upload`` and ``download``). ``detected``: whether the face detector ran
     on this frame (see ``detect_every``).

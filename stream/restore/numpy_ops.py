@@ -22,7 +22,7 @@ from stream.restore.smoother import MaskSmoother
 
 # ``detect``: face detector + tracker; ``align``: alignment + crops; ``mask``: detector network +
 # smoothing + hole statistics; ``restore``: generator network; ``composite``: frame copy + paste back.
-NUMPY_TIMING_KEYS = ("detect", "align", "mask", "prior", "restore", "composite")
+NUMPY_TIMING_KEYS = ("detect", "align", "mesh", "mask", "prior", "restore", "composite")
 
 
 class NumpyOps:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -42,7 +42,8 @@ class StagedFrame:
     :meth:`stream.faces.front_end.FaceFrontEnd.locate` found. ``within``: per face, whether the whole
     crop comes from inside the frame (else the crop holds border fill that must never be pasted).
     ``prepared``: the op set's own data (the torch ops: the uploaded face region); ``stage_ms``: host
-    wall-clock of ``ops.stage``.
+    wall-clock of ``ops.stage``. ``landmarks``: face-mesh landmarks per track found ahead for the face
+    prior (:meth:`stream.restore.prior_step.PriorStep.landmarks_ahead`), ``mesh_ms`` their wall-clock.
     """
 
     frame_bgr_u8: np.ndarray
@@ -50,6 +51,8 @@ class StagedFrame:
     within: tuple[bool, ...]
     stage_ms: float
     prepared: Any = None
+    landmarks: Mapping[int, np.ndarray | None] = field(default_factory=dict)
+    mesh_ms: float = 0.0
 
     def __post_init__(self) -> None:
         f = self.frame_bgr_u8

@@ -21,8 +21,9 @@ are limited to the picked face, and every other face is passed through bit-ident
 track ends, no face is restored until the user picks again (another face or all faces): the same person
 re-detected gets a new id, and restoring faces nobody picked is what the pick was there to prevent.
 
-Two halves: :meth:`FrameProcessor.locate` (face detection, tracking, alignment and the op set's staging:
-the upload on CUDA) and :meth:`FrameProcessor.restore` (everything else). :meth:`process` runs both in
+Two halves: :meth:`FrameProcessor.locate` (face detection, tracking, alignment, the op set's staging
+(the upload on CUDA) and the face prior's mesh of the faces being restored, which needs no mask) and
+:meth:`FrameProcessor.restore` (everything else). :meth:`process` runs both in
 the calling thread; :class:`stream.restore.overlap.LocateAhead` runs them as two pipeline stages.
 """
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from types import MappingProxyType
 from typing import Any
 
@@ -110,6 +112,10 @@ class FrameProcessor:
             # bare held-out frames (benchmarks/results/masks.json), so its faces always wait frames_on.
             gate = dataclasses.replace(gate, first_frame_factor=0.0)
         self.gate = OcclusionGate(gate)
+        self.uses_prior = prior is not None and (self.generator_takes_prior or self.restorer == "prior")
+        # The tracks restored on the last restored frame: whose face mesh locate() runs ahead. Written by
+        # the restore thread, read by the locate thread (one reference swap; a frame-old hint is fine).
+        self._restoring: frozenset[int] = frozenset()
         self._lost_logged: int | None = None  # the picked track whose loss was logged (one line each)
         s = front_end.crop_size
         self._min_mask_px = max(1, round(cfg.min_mask_fraction * s * s))
@@ -150,6 +156,7 @@ class FrameProcessor:
         self.front_end.reset()
         self.ops.reset()
         self.gate.reset()
+        self._restoring = frozenset()
         self._lost_logged = None
         if self.prior is not None:
             self.prior.reset()
@@ -176,8 +183,17 @@ class FrameProcessor:
 
     def locate(self, frame_bgr_u8: np.ndarray) -> StagedFrame:
         """Detect, track and align the faces of ``frame_bgr_u8`` (H, W, 3) uint8 BGR on the host and
-        stage them on the op set (on CUDA the upload starts; this returns before it is done)."""
-        return self.ops.stage(frame_bgr_u8, self.front_end.locate(frame_bgr_u8))
+        stage them on the op set (on CUDA the upload starts; this returns before it is done); with a face
+        prior, also the face mesh of the faces being restored (see :mod:`stream.restore.prior_step`)."""
+        faces = self.front_end.locate(frame_bgr_u8)
+        staged = self.ops.stage(frame_bgr_u8, faces)
+        if not self.uses_prior:
+            return staged
+        assert self.prior is not None
+        t0 = time.perf_counter()
+        landmarks = self.prior.landmarks_ahead(frame_bgr_u8, faces, self._restoring)
+        mesh_ms = (time.perf_counter() - t0) * 1e3
+        return dataclasses.replace(staged, landmarks=landmarks, mesh_ms=mesh_ms)
 
     def restore(self, staged: StagedFrame) -> tuple[np.ndarray, FrameReport]:
         """Masks, restoration and compositing of a staged frame; returns ``(out_bgr_u8, report)`` as
@@ -204,8 +220,10 @@ class FrameProcessor:
                 out, masked = self._restore_faces(staged, clock, only)
             timings.update(clock.read())
             timings.update(ops.stage_timings(staged))
+        self._restoring = frozenset(staged.track_ids[i] for i in masked)
         timings["detect"] = staged.faces.detect_ms
         timings["align"] += staged.faces.align_ms
+        timings["mesh"] = staged.mesh_ms
         ids = staged.track_ids
         boxes = [(float(x), float(y), float(w), float(h)) for x, y, w, h in staged.faces.boxes.tolist()]
         report = FrameReport(
@@ -272,9 +290,11 @@ class FrameProcessor:
 
         # 4. The face prior of those faces (mesh, fit to the visible part, guide image), on the host.
         guides = None
-        if self.prior is not None and (self.generator_takes_prior or self.restorer == "prior"):
+        if self.uses_prior:
+            assert self.prior is not None
             clock.start("prior")
-            guides = self.prior.guides([staged.track_ids[i] for i in masked], images, hole_batch)
+            tids = [staged.track_ids[i] for i in masked]
+            guides = self.prior.guides(tids, images, hole_batch, staged.landmarks)
             clock.stop("prior")
 
         # 5. The generator on those faces only, in one batch (or the prior alone).

@@ -44,7 +44,7 @@ from stream.restore.ops import STAT_EXTENT, EngineOutputError, StagedFrame
 # GPU time between CUDA events on the stream doing the work (``upload`` on the upload stream, the others
 # on the compute stream; ``restore`` = generator engine, ``mask`` = detector engine + smoothing); on CPU,
 # wall-clock. The host copy of the output frame (``frame.copy()`` + ROI paste) is in none of them.
-TORCH_TIMING_KEYS = ("upload", "detect", "align", "mask", "prior", "restore", "composite", "download")
+TORCH_TIMING_KEYS = ("upload", "detect", "align", "mesh", "mask", "prior", "restore", "composite", "download")
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ DEMO_CLIP = Path(__file__).resolve().parents[2] / "assets" / "demo.mp4"
 STAT_KEYS = {"n", "mean", "p50", "p95", "p99", "max"}
 REPORT_KEYS = {
     "command", "schema", "date", "git", "device", "load_average", "versions", "backend", "precision",
-    "models", "models_note", "force_restore", "input", "resolution", "frames", "fps", "stage_ms",
+    "models", "models_note", "force_restore", "locate_ahead", "input", "resolution", "frames", "fps", "stage_ms",
     "restore_steps_ms", "latency_ms", "service_ms", "faces", "memory", "network_only_ms",
     "decode_alone_ms", "bound_by", "notes", "pipeline_summary_all_frames",
 }  # fmt: skip
@@ -118,7 +118,7 @@ def test_report_counts_and_plot_with_forced_restore(tmp_path: Path, clip: Path, 
     assert r["resolution"] == "160x120"
     assert r["frames"] == {"written": 30, "warmup": 5, "measured": 25, "dropped": 0}
     assert set(r["stage_ms"]) == {"capture", "restore", "render"}
-    assert set(r["restore_steps_ms"]) == {"detect", "align", "mask", "prior", "restore", "composite"}
+    assert set(r["restore_steps_ms"]) == {"detect", "align", "mesh", "mask", "prior", "restore", "composite"}
     for d in [*r["stage_ms"].values(), r["latency_ms"], r["service_ms"], r["decode_alone_ms"]]:
         assert set(d) == STAT_KEYS and d["n"] == 25
         assert 0 <= d["p50"] <= d["p95"] <= d["p99"] <= d["max"]

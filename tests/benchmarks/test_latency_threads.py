@@ -50,8 +50,14 @@ def test_faces_thread_is_analysed_and_its_overlap_reported() -> None:
     glue = out["restore_breakdown_ms"]["glue"]
     assert abs(glue - (1.0 + 1.0 + 0.5 + (14.0 - (1.0 + 5.0 + 6.0 + 1.0 + 0.5)))) < 1e-9
     assert (
-        "faces thread (detection + upload of the next frame) 8.0 ms/frame (9.5 ms/frame observed"
+        "faces thread (detection, upload and face mesh of the next frame) 8.0 ms/frame (9.5 ms/frame observed"
         in out["analysis"]
     )
+    # The face mesh runs in the faces thread too, and counts towards the face prior.
+    slower = {**stages, "restore": dist(16.0)}
+    meshed = bound_by(slower, {**steps, "mesh": dist(3.0), "prior": dist(2.0)}, NETS, dist(2.0), 50.0)
+    assert meshed["restore_breakdown_ms"]["face_prior"] == 5.0
+    # The prior (2 ms) ran in the restore thread, the mesh (3 ms) did not: 16 - 15.5 ms outside the steps.
+    assert abs(meshed["restore_breakdown_ms"]["glue"] - (1.0 + 1.0 + 0.5 + 0.5)) < 1e-9
     stalled = bound_by(stages, steps, NETS, dist(2.0), 40.0)  # 25 ms period: no overlap needed
     assert stalled["overlap_ms"] == 0.0

@@ -90,19 +90,22 @@ def test_without_mediapipe_auto_falls_back_to_the_generator_with_one_logged_line
 
 
 class _CountingMesh:
-    """Stands in for engines.facemesh.FaceMesh: fixed landmarks, counted calls."""
+    """Stands in for engines.facemesh.FaceMesh: fixed landmarks, counted calls and modes."""
 
     calls = 0
+    static_calls = 0
+    closed = 0
 
-    def __init__(self, *_: object, **__: object) -> None:
-        pass
+    def __init__(self, config: object = None, *_: object, **__: object) -> None:
+        self.static = bool(getattr(config, "static_image_mode", False))
 
     def landmarks(self, rgb_u8: np.ndarray) -> np.ndarray:
         type(self).calls += 1
+        type(self).static_calls += self.static
         return _mean_mesh(rgb_u8.shape[0])
 
     def close(self) -> None:
-        pass
+        type(self).closed += 1
 
 
 def _mean_mesh(s: int) -> np.ndarray:
@@ -111,24 +114,94 @@ def _mean_mesh(s: int) -> np.ndarray:
     return (g[:468] * s).astype(np.float32)
 
 
-@pytest.mark.parametrize(("mesh_every", "expected"), [(1, 6), (2, 3), (3, 2)])
-def test_the_mesh_runs_on_every_nth_frame_of_a_track(
-    monkeypatch: pytest.MonkeyPatch, mesh_every: int, expected: int
-) -> None:
+def _located(track_ids: tuple[int, ...], alive: frozenset[int] | None = None, s: int = 128):
+    """LocatedFaces of faces that fill a (s, s) frame exactly (identity alignment)."""
+    from engines.crop import estimate_alignment, template
+    from stream.faces.front_end import LocatedFaces
+
+    a = estimate_alignment(template(s), s)
+    n = len(track_ids)
+    return LocatedFaces(
+        alignments=(a,) * n,
+        track_ids=track_ids,
+        boxes=np.tile(np.array([[0, 0, s, s]], np.float32), (n, 1)),
+        alive_ids=frozenset(track_ids) if alive is None else alive,
+        skipped=0,
+        detected=True,
+        detect_ms=0.0,
+        align_ms=0.0,
+    )
+
+
+@pytest.fixture
+def counting_step(monkeypatch: pytest.MonkeyPatch):
     import stream.restore.prior_step as prior_step
     from engines.prior.fit import PriorFitter
     from engines.prior.model import load_prior
 
-    _CountingMesh.calls = 0
+    _CountingMesh.calls = _CountingMesh.static_calls = _CountingMesh.closed = 0
     monkeypatch.setattr(prior_step, "FaceMesh", _CountingMesh)
-    step = prior_step.PriorStep(PriorFitter(load_prior(SMALL / "prior.npz")), mesh_every=mesh_every)
+    fitter = PriorFitter(load_prior(SMALL / "prior.npz"))
+    return lambda mesh_every=1: prior_step.PriorStep(fitter, mesh_every=mesh_every)
+
+
+def _crops_and_holes(n: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
-    crops = rng.uniform(0.2, 0.8, (1, 3, 128, 128)).astype(np.float32)
-    holes = np.zeros((1, 128, 128), np.float32)
+    frame = rng.integers(40, 220, (128, 128, 3), dtype=np.uint8)
+    crops = np.repeat((frame[:, :, ::-1].transpose(2, 0, 1)[None] / np.float32(255.0)), n, 0)
+    holes = np.zeros((n, 128, 128), np.float32)
     holes[:, 70:110, 30:100] = 1.0
+    return frame, crops.astype(np.float32), holes
+
+
+@pytest.mark.parametrize(("mesh_every", "expected"), [(1, 6), (2, 3), (3, 2)])
+def test_the_mesh_runs_ahead_on_every_nth_frame_of_a_track(
+    counting_step, mesh_every: int, expected: int
+) -> None:
+    step = counting_step(mesh_every)
+    frame, crops, holes = _crops_and_holes()
     for _ in range(6):
-        guide = step.guides([7], crops, holes)
+        ahead = step.landmarks_ahead(frame, _located((7,)), frozenset({7}))
+        assert set(ahead) == {7}
+        guide = step.guides([7], crops, holes, ahead)
         assert guide.shape == crops.shape and np.isfinite(guide).all()
     assert _CountingMesh.calls == step.mesh_runs == expected
+    assert step.fallback_runs == 0 and _CountingMesh.static_calls == 0
     with pytest.raises(ValueError, match="mesh_every"):
-        prior_step.PriorStep(step.fitter, mesh_every=0)
+        type(step)(step.fitter, mesh_every=0)
+
+
+def test_only_wanted_tracks_are_meshed_ahead_others_fall_back_and_ended_runners_close(counting_step) -> None:
+    step = counting_step()
+    frame, crops, holes = _crops_and_holes(2)
+    ahead = step.landmarks_ahead(frame, _located((3, 4)), frozenset({4}))
+    assert set(ahead) == {4} and step.mesh_runs == 1, "a bare face (3) is never meshed ahead"
+    # Face 3 is restored on this frame without landmarks ahead: the restore thread meshes it (static mode).
+    step.guides([3, 4], crops, holes, ahead)
+    assert step.fallback_runs == 1 and _CountingMesh.static_calls == 1
+    # Track 4 ends: its runner is closed on the next located frame; the static runner stays until close().
+    step.landmarks_ahead(frame, _located((3,)), frozenset({3}))
+    assert _CountingMesh.closed == 1
+    step.close()
+    assert _CountingMesh.closed == 3, "track 3's runner and the static one"
+
+
+def test_the_mesh_ahead_sees_the_bytes_of_the_crop_the_restore_sees() -> None:
+    # landmarks_ahead warps the crop itself (3-channel); the numpy op set warps BGRA into float: the mesh
+    # must see the same pixels, or its landmarks would not fit the crop the prior is drawn into.
+    from engines.crop import estimate_alignment, warp_to_crop
+    from engines.face_detect import YuNetDetector
+    from stream.faces.front_end import LocatedFaces
+    from stream.restore.config import ProcessorConfig
+    from stream.restore.numpy_ops import NumpyOps
+    from stream.restore.ops import StagedFrame
+    from stream.restore.prior_step import _crop_rgb_u8
+
+    with av.open(str(REPO / "assets" / "demo.mp4")) as container:
+        frame = next(iter(container.decode(video=0))).to_ndarray(format="bgr24")
+    det = YuNetDetector().detect(frame)[0]
+    # An off-grid alignment (sub-pixel shift and a small rotation), as a tracker gives.
+    a = estimate_alignment(det.landmarks + np.array([[0.37, -0.21]]), 128)
+    located = LocatedFaces((a,), (1,), np.array([det.box], np.float32), frozenset({1}), 0, True, 0.0, 0.0)
+    crops, _ = NumpyOps(ProcessorConfig()).warp_crops(StagedFrame.of(frame, located, 0.0))
+    np.testing.assert_array_equal(_crop_rgb_u8(crops[0]), warp_to_crop(frame, a)[:, :, ::-1])

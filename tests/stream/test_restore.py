@@ -484,9 +484,16 @@ class FakePrior:
 
     def __init__(self) -> None:
         self.calls: list[tuple[list[int], tuple[int, ...]]] = []
+        self.wanted: list[frozenset[int]] = []  # landmarks_ahead's hint, per located frame
+        self.given: list[set[int]] = []  # the tracks guides() got landmarks ahead for
 
-    def guides(self, track_ids: Sequence[int], crops: Any, holes: Any) -> Any:
+    def landmarks_ahead(self, frame: Any, faces: Any, wanted: frozenset[int]) -> dict[int, Any]:
+        self.wanted.append(wanted)
+        return {tid: np.zeros((468, 2), np.float32) for tid in faces.track_ids if tid in wanted}
+
+    def guides(self, track_ids: Sequence[int], crops: Any, holes: Any, landmarks: Any = None) -> Any:
         self.calls.append((list(track_ids), tuple(crops.shape)))
+        self.given.append(set(landmarks or {}))
         out = np.zeros(tuple(crops.shape), np.float32)
         out[:, 2] = 1.0  # pure blue in RGB
         return out if isinstance(crops, np.ndarray) else __import__("torch").from_numpy(out)
@@ -515,6 +522,10 @@ def test_a_generator_that_takes_the_prior_gets_the_guides_and_prior_alone_skips_
     x0, y0, x1, y1 = GREEN_RECT
     centre = out[y0 + 5 : y1 - 5, x0 + 5 : x1 - 5].reshape(-1, 3).astype(int)
     assert np.abs(centre - [255, 0, 0]).max() <= 3, "the hole shows the guide (BGR blue)"
+    # The face mesh runs ahead (in locate) only for the faces restored on the frame before.
+    proc.process(frame)
+    tid = report.track_ids[0]
+    assert prior.wanted == [frozenset(), frozenset({tid})] and prior.given == [set(), {tid}]
     with pytest.raises(ValueError, match="takes the face prior"):
         FrameProcessor.build(ScriptedDetector.same(), det, gen, make_ops(cfg), cfg)
     only_prior = ProcessorConfig(gate=IMMEDIATE_GATE, restorer="prior")
