@@ -90,6 +90,7 @@ class LatencyConfig:
     force_restore: bool = False
     micro_runs: int = 50
     locate_ahead: str = "auto"
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         check_engine_choices(self.backend, self.device, self.precision)
@@ -371,6 +372,7 @@ def measure(config: LatencyConfig) -> dict[str, Any]:
             null_sink=True,
             progress=False,
             locate_ahead=config.locate_ahead,
+            intra_threads=config.threads,
         )
         result = run(stream_config, on_progress=on_progress)
         load_after = os.getloadavg()
@@ -415,6 +417,7 @@ def measure(config: LatencyConfig) -> dict[str, Any]:
         ),
         "force_restore": config.force_restore,
         "locate_ahead": config.locate_ahead,
+        "threads": config.threads,
         "input": {"path": str(config.input), **original, "processed": prepared},
         "resolution": f"{shown['width']}x{shown['height']}",
         "frames": {
@@ -509,6 +512,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "on", "off"),
         dest="locate_ahead",
         help="faces of frame N+1 located in their own thread (run_stream.py --locate-ahead)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads per network in the pipeline run (run_stream.py --threads; default: the runtime's)",
     )
     p.add_argument(
         "--micro-runs",

@@ -25,7 +25,7 @@ DEMO_CLIP = Path(__file__).resolve().parents[2] / "assets" / "demo.mp4"
 STAT_KEYS = {"n", "mean", "p50", "p95", "p99", "max"}
 REPORT_KEYS = {
     "command", "schema", "date", "git", "device", "load_average", "versions", "backend", "precision",
-    "models", "models_note", "force_restore", "locate_ahead", "input", "resolution", "frames", "fps", "stage_ms",
+    "models", "models_note", "force_restore", "locate_ahead", "threads", "input", "resolution", "frames", "fps", "stage_ms",
     "restore_steps_ms", "latency_ms", "service_ms", "faces", "memory", "network_only_ms",
     "decode_alone_ms", "bound_by", "notes", "pipeline_summary_all_frames",
 }  # fmt: skip
