@@ -176,6 +176,22 @@ class OpenRun:
     controls: LiveControls  # what the preview page sets and the restore thread reads (the face pick)
 
 
+# Why one thread per network on a CPU: the networks are small (128 px crops, a few ms each) and share the
+# cores with the decoder, YuNet and mediapipe; onnxruntime's default pool (one spinning thread per core)
+# fought them. 640x480 demo, one face, 2-core CPU (benchmarks/results/latency_cpu.json): 15 fps with the
+# runtime's default threads, 26.6 fps with 1.
+CPU_NETWORK_THREADS = 1
+
+
+def network_threads(config: StreamConfig, device: str) -> int | None:
+    """Intra-op threads per network for a run: ``--threads`` when given, else
+    :data:`CPU_NETWORK_THREADS` on a CPU (logged), else the runtime's (None)."""
+    if config.intra_threads is not None or device != "cpu" or config.backend == "triton":
+        return config.intra_threads
+    logger.info("engine: %d thread per network on the CPU (--threads N to change)", CPU_NETWORK_THREADS)
+    return CPU_NETWORK_THREADS
+
+
 @contextmanager
 def open_run(config: StreamConfig) -> Iterator[OpenRun]:
     """Opens the source and the engines and builds the processing stages (closed on exit)."""
@@ -203,7 +219,7 @@ def open_run(config: StreamConfig) -> Iterator[OpenRun]:
             device=device,
             precision=config.precision,
             max_batch=config.max_faces,
-            intra_threads=config.intra_threads,
+            intra_threads=network_threads(config, device),
             triton=config.triton,
         )
         stack.callback(engines.close)

@@ -111,7 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_triton_options(p)
     p.add_argument("--queue-size", type=int, default=4, help="frames buffered between pipeline stages")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads per network (default: runtime's)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads per network (default: 1 on a CPU, the runtime's on a GPU)",
+    )
     p.add_argument("--no-audio", action="store_true", help="do not copy the input's audio to the output file")
     p.add_argument(
         "--crf",

@@ -30,3 +30,16 @@ def test_locate_ahead_reaches_the_run_config() -> None:
 
     assert config_from_args(build_parser().parse_args(["--locate-ahead", "on"])).locate_ahead == "on"
     assert config_from_args(build_parser().parse_args([])).locate_ahead == "auto"
+
+
+def test_networks_get_one_thread_on_a_cpu_unless_told(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from stream.app import CPU_NETWORK_THREADS, network_threads
+
+    with caplog.at_level(logging.INFO, logger="stream.app"):
+        assert network_threads(StreamConfig(), "cpu") == CPU_NETWORK_THREADS == 1
+    assert any("1 thread per network on the CPU" in r.getMessage() for r in caplog.records)
+    assert network_threads(StreamConfig(intra_threads=2), "cpu") == 2
+    assert network_threads(StreamConfig(), "cuda:0") is None
+    assert network_threads(StreamConfig(backend="triton"), "cpu") is None
