@@ -102,6 +102,45 @@ def slope_per_frame(samples: list[Sample]) -> float | None:
     return float(np.polyfit(x, y, 1)[0])
 
 
+def slope_error_per_frame(samples: list[Sample]) -> float | None:
+    """Standard error of :func:`slope_per_frame` (None for fewer than 4 samples)."""
+    if len(samples) < 4:
+        return None
+    x = np.array([s.frames for s in samples], np.float64)
+    y = np.array([s.rss for s in samples], np.float64)
+    _, cov = np.polyfit(x, y, 1, cov=True)
+    return float(np.sqrt(cov[0, 0]))
+
+
+def growth_between_fifths(samples: list[Sample]) -> dict[str, float] | None:
+    """RSS growth as the difference of the medians of the first and last fifth of ``samples``, per 10k
+    frames between the fifths' middles: robust to the +-MB noise of single samples (None for < 10)."""
+    if len(samples) < 10:
+        return None
+    k = len(samples) // 5
+    first, last = samples[:k], samples[-k:]
+    m0 = float(np.median([s.rss for s in first]))
+    m1 = float(np.median([s.rss for s in last]))
+    span = float(np.median([s.frames for s in last]) - np.median([s.frames for s in first]))
+    return {
+        "median_first_fifth_mb": m0 / 1e6,
+        "median_last_fifth_mb": m1 / 1e6,
+        "kb_per_10k_frames": (m1 - m0) / span * 10_000 / 1e3 if span > 0 else 0.0,
+    }
+
+
+def rss_fit(samples: list[Sample], warmup: int) -> dict[str, Any]:
+    """Slope (with its standard error) and fifth-to-fifth growth of the samples after ``warmup``."""
+    after = [s for s in samples if s.frames >= warmup]
+    slope, err = slope_per_frame(after), slope_error_per_frame(after)
+    return {
+        "slope_bytes_per_frame": slope,
+        "slope_kb_per_10k_frames": None if slope is None else slope * 10_000 / 1e3,
+        "slope_stderr_kb_per_10k_frames": None if err is None else err * 10_000 / 1e3,
+        "growth_between_fifths": growth_between_fifths(after),
+    }
+
+
 def fps_between(a: Sample, b: Sample) -> float:
     return (b.frames - a.frames) / (b.t - a.t) if b.t > a.t else 0.0
 
@@ -110,7 +149,6 @@ def memory_and_fps(samples: list[Sample], warmup: int) -> tuple[dict[str, Any], 
     """The report's ``rss`` and ``fps`` sections from the samples so far (``rss.before_mb`` is the
     caller's)."""
     after = [s for s in samples if s.frames >= warmup]
-    slope = slope_per_frame(after)
     windows = max(2, len(after) // 5)
     first, last = after[:windows], after[-windows:]
     fps_first = fps_between(first[0], first[-1]) if len(first) >= 2 else None
@@ -119,8 +157,7 @@ def memory_and_fps(samples: list[Sample], warmup: int) -> tuple[dict[str, Any], 
         "at_warmup_mb": after[0].rss / 1e6 if after else None,
         "end_mb": samples[-1].rss / 1e6 if samples else None,
         "warmup_frames": warmup,
-        "slope_bytes_per_frame": slope,
-        "slope_kb_per_10k_frames": None if slope is None else slope * 10_000 / 1e3,
+        **rss_fit(samples, warmup),
         "samples": [[s.frames, s.rss] for s in samples],
     }
     fps = {
@@ -210,6 +247,22 @@ def soak(
     }
 
 
+def summarise(path: Path) -> int:
+    """Rewrite the RSS fit of the report at ``path`` from its own samples (reports made before the fit
+    had its standard error and fifth-to-fifth growth)."""
+    import json
+
+    report = json.loads(path.read_text())
+    rss = report["rss"]
+    samples = [Sample(int(f), int(r), 0.0) for f, r in rss["samples"]]
+    rss.update(rss_fit(samples, int(rss["warmup_frames"])))
+    write_report(report, path)
+    log.info("soak: %s refitted: slope %.1f +- %.1f KB / 10k frames, fifth to fifth %.1f KB / 10k frames", path,
+             rss["slope_kb_per_10k_frames"] or 0.0, rss["slope_stderr_kb_per_10k_frames"] or 0.0,
+             (rss["growth_between_fifths"] or {}).get("kb_per_10k_frames", 0.0))  # fmt: skip
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--frames", type=int, default=100_000)
@@ -227,8 +280,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--no-arena-cap", action="store_true", help="leave glibc's malloc arenas uncapped (the CLI caps them)"
     )
+    p.add_argument(
+        "--summarise",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="recompute the RSS fit of an existing report from its samples (in place) and exit",
+    )
     args = p.parse_args(argv)
     setup_logging()
+    if args.summarise is not None:
+        return summarise(args.summarise)
     # As stream.cli.main does, before any pipeline thread exists (stream.memory).
     arenas_capped = False if args.no_arena_cap else limit_malloc_arenas()
     warmup = args.warmup if args.warmup is not None else args.frames // 10

@@ -62,3 +62,20 @@ def test_soak_writes_partial_reports_then_the_full_one(
     assert all(p["complete"] is False for p in seen)
     assert json.loads(ckpt.read_text())["frames_done"] == 20
     assert r["complete"] is True and r["accounting"]["exact"]
+
+
+def test_fifth_to_fifth_growth_ignores_single_spikes_and_refit_rewrites_a_report(tmp_path: Path) -> None:
+    from benchmarks.soak import growth_between_fifths, main, rss_fit
+
+    flat = [Sample(f, 500_000_000 + (3_000_000 if f % 7 == 0 else 0), 0.0) for f in range(0, 100_000, 250)]
+    g = growth_between_fifths(flat)
+    assert g is not None and abs(g["kb_per_10k_frames"]) < 1e-9, "spikes do not move the medians"
+    growing = [Sample(f, 500_000_000 + 10 * f, 0.0) for f in range(0, 100_000, 250)]  # 10 B/frame
+    fit = rss_fit(growing, warmup=5_000)
+    assert fit["slope_kb_per_10k_frames"] == pytest.approx(100.0)
+    assert fit["growth_between_fifths"]["kb_per_10k_frames"] == pytest.approx(100.0, rel=0.02)
+    assert fit["slope_stderr_kb_per_10k_frames"] == pytest.approx(0.0, abs=1e-6)
+    report = tmp_path / "r.json"
+    write_report({"rss": {"warmup_frames": 5_000, "samples": [[s.frames, s.rss] for s in growing]}}, report)
+    assert main(["--summarise", str(report)]) == 0
+    assert json.loads(report.read_text())["rss"]["slope_kb_per_10k_frames"] == pytest.approx(100.0)
