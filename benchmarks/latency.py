@@ -59,6 +59,7 @@ from stream.app import DEMO_CLIP, StreamConfig, run
 from stream.errors import StreamError
 from stream.media.sources import open_source
 from stream.networks import check_engine_choices, default_models_dir, load_engines
+from stream.restore.config import LOCATE_AHEAD
 from stream.restore.processor import FrameReport
 from stream.stats import ProgressUpdate, distribution
 
@@ -509,7 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--locate-ahead",
         default="auto",
-        choices=("auto", "on", "off"),
+        choices=LOCATE_AHEAD,
         dest="locate_ahead",
         help="faces of frame N+1 located in their own thread (run_stream.py --locate-ahead)",
     )

@@ -93,23 +93,22 @@ class Sample:
     t: float
 
 
+def slope_fit(samples: list[Sample]) -> tuple[float | None, float | None]:
+    """Least-squares bytes per frame of RSS over ``samples`` (None for fewer than 3) and its standard
+    error (None for fewer than 4: polyfit's covariance needs a residual degree of freedom)."""
+    if len(samples) < 3:
+        return None, None
+    x = np.array([s.frames for s in samples], np.float64)
+    y = np.array([s.rss for s in samples], np.float64)
+    if len(samples) < 4:
+        return float(np.polyfit(x, y, 1)[0]), None
+    coeffs, cov = np.polyfit(x, y, 1, cov=True)
+    return float(coeffs[0]), float(np.sqrt(cov[0, 0]))
+
+
 def slope_per_frame(samples: list[Sample]) -> float | None:
     """Least-squares bytes per frame of RSS over ``samples`` (None for fewer than 3)."""
-    if len(samples) < 3:
-        return None
-    x = np.array([s.frames for s in samples], np.float64)
-    y = np.array([s.rss for s in samples], np.float64)
-    return float(np.polyfit(x, y, 1)[0])
-
-
-def slope_error_per_frame(samples: list[Sample]) -> float | None:
-    """Standard error of :func:`slope_per_frame` (None for fewer than 4 samples)."""
-    if len(samples) < 4:
-        return None
-    x = np.array([s.frames for s in samples], np.float64)
-    y = np.array([s.rss for s in samples], np.float64)
-    _, cov = np.polyfit(x, y, 1, cov=True)
-    return float(np.sqrt(cov[0, 0]))
+    return slope_fit(samples)[0]
 
 
 def growth_between_fifths(samples: list[Sample]) -> dict[str, float] | None:
@@ -129,10 +128,9 @@ def growth_between_fifths(samples: list[Sample]) -> dict[str, float] | None:
     }
 
 
-def rss_fit(samples: list[Sample], warmup: int) -> dict[str, Any]:
-    """Slope (with its standard error) and fifth-to-fifth growth of the samples after ``warmup``."""
-    after = [s for s in samples if s.frames >= warmup]
-    slope, err = slope_per_frame(after), slope_error_per_frame(after)
+def rss_fit(after: list[Sample]) -> dict[str, Any]:
+    """Slope (with its standard error) and fifth-to-fifth growth of the samples after the warm-up."""
+    slope, err = slope_fit(after)
     return {
         "slope_bytes_per_frame": slope,
         "slope_kb_per_10k_frames": None if slope is None else slope * 10_000 / 1e3,
@@ -157,7 +155,7 @@ def memory_and_fps(samples: list[Sample], warmup: int) -> tuple[dict[str, Any], 
         "at_warmup_mb": after[0].rss / 1e6 if after else None,
         "end_mb": samples[-1].rss / 1e6 if samples else None,
         "warmup_frames": warmup,
-        **rss_fit(samples, warmup),
+        **rss_fit(after),
         "samples": [[s.frames, s.rss] for s in samples],
     }
     fps = {
@@ -255,7 +253,8 @@ def summarise(path: Path) -> int:
     report = json.loads(path.read_text())
     rss = report["rss"]
     samples = [Sample(int(f), int(r), 0.0) for f, r in rss["samples"]]
-    rss.update(rss_fit(samples, int(rss["warmup_frames"])))
+    warmup = int(rss["warmup_frames"])
+    rss.update(rss_fit([s for s in samples if s.frames >= warmup]))
     write_report(report, path)
     log.info("soak: %s refitted: slope %.1f +- %.1f KB / 10k frames, fifth to fifth %.1f KB / 10k frames", path,
              rss["slope_kb_per_10k_frames"] or 0.0, rss["slope_stderr_kb_per_10k_frames"] or 0.0,

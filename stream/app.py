@@ -29,14 +29,8 @@ from stream.networks import Engines, check_engine_choices, default_models_dir, l
 from stream.pipeline import FrameSink, Pipeline, Stage
 from stream.preview.controls import LiveControls
 from stream.redact import redact
-from stream.restore.build import (
-    LOCATE_AHEAD,
-    RestoreStage,
-    build_processor,
-    restore_stages,
-    smoother_for_crop,
-)
-from stream.restore.config import OCCLUSION_SOURCES, RESTORERS, FrameReport, ProcessorConfig
+from stream.restore.build import RestoreStage, build_processor, restore_stages, smoother_for_crop
+from stream.restore.config import LOCATE_AHEAD, OCCLUSION_SOURCES, RESTORERS, FrameReport, ProcessorConfig
 from stream.stats import PipelineStats, ProgressReporter, ProgressUpdate
 from stream.view import OpenViews, ViewConfig, open_views
 

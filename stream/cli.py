@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     from engines.runtime import DEVICE_CHOICES, PRECISION_CHOICES
     from engines.select import BACKENDS
     from stream.app import DEMO_CLIP
-    from stream.restore.config import OCCLUSION_SOURCES, RESTORERS
+    from stream.restore.config import LOCATE_AHEAD, OCCLUSION_SOURCES, RESTORERS
 
     p = argparse.ArgumentParser(
         description="Restore occluded faces in a video file, an RTSP/HTTP stream or a camera.",
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--locate-ahead",
-        choices=("auto", "on", "off"),
+        choices=LOCATE_AHEAD,
         default="auto",
         help="detect the faces of frame N+1 in their own thread while frame N is restored; "
         "auto: where the op set overlaps",

@@ -12,7 +12,7 @@ from engines.base import Engine
 from engines.runtime import parse_device
 from stream.faces.front_end import FaceDetector
 from stream.pipeline import FunctionStage, Stage
-from stream.restore.config import FrameReport, ProcessorConfig, TrackChoice
+from stream.restore.config import LOCATE_AHEAD, FrameReport, ProcessorConfig, TrackChoice
 from stream.restore.numpy_ops import NumpyOps
 from stream.restore.ops import FrameOps
 from stream.restore.overlap import LocateAhead
@@ -117,9 +117,6 @@ class RestoreStage:
         for key, ms in report.timings_ms.items():
             frame.timings[f"restore.{key}"] = ms
         return dataclasses.replace(frame, bgr_u8=out) if out is not frame.bgr_u8 else frame
-
-
-LOCATE_AHEAD = ("auto", "on", "off")
 
 
 def restore_stages(

@@ -29,6 +29,9 @@ OCCLUSION_SOURCES = ("auto", "segmenter", "detector", "union", "gated-union")
 # for the prior vs 15.9 for the plain small generator and 14.4 for Telea; benchmarks/results/
 # prior_quality.json), else the plain generator.
 RESTORERS = ("auto", "generator", "prior")
+# Whether faces are located in their own thread ahead of restoration (stream.restore.build.restore_stages):
+# "on", "off", or "auto" (where the op set overlaps).
+LOCATE_AHEAD = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
