@@ -16,11 +16,11 @@ import logging
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 import av
 import cv2
@@ -161,7 +161,8 @@ def _file_rotation(path: str) -> int:
         with av.open(path) as c:
             if not c.streams.video:
                 return 0
-            packets = c.demux(c.streams.video[0])
+            # PyAV's demux is a generator (its stubs say Iterator); it must be closed, not only dropped.
+            packets = cast("Generator[av.Packet, None, None]", c.demux(c.streams.video[0]))
             try:
                 # The packet and frame die with _first_rotation's frame, and the demuxer is closed, before
                 # the container: a packet or demuxer left alive past the container's close leaks ~7 KB
