@@ -32,7 +32,7 @@ from benchmarks.report import setup_logging, write_report
 from stream.app import DEMO_CLIP, StreamConfig, open_run
 from stream.media.sinks import FileSink
 from stream.media.sources import FileSource
-from stream.memory import DEFAULT_ARENAS, limit_malloc_arenas
+from stream.memory import DEFAULT_ARENAS, HeapTrimmer, heap_stats, limit_malloc_arenas
 from stream.pipeline import Pipeline
 from stream.stats import ProgressUpdate
 from stream.types import Frame, VideoInfo
@@ -91,6 +91,8 @@ class Sample:
     frames: int
     rss: int
     t: float
+    heap_in_use: int | None = None  # mallinfo2: what the program holds; flat where RSS grows = fragmentation
+    heap_free: int | None = None
 
 
 def slope_fit(samples: list[Sample]) -> tuple[float | None, float | None]:
@@ -151,12 +153,18 @@ def memory_and_fps(samples: list[Sample], warmup: int) -> tuple[dict[str, Any], 
     first, last = after[:windows], after[-windows:]
     fps_first = fps_between(first[0], first[-1]) if len(first) >= 2 else None
     fps_last = fps_between(last[0], last[-1]) if len(last) >= 2 else None
+    with_heap = [s for s in after if s.heap_in_use is not None]
+    heap_slope = slope_fit([Sample(s.frames, s.heap_in_use or 0, s.t) for s in with_heap])[0]
     rss = {
         "at_warmup_mb": after[0].rss / 1e6 if after else None,
         "end_mb": samples[-1].rss / 1e6 if samples else None,
         "warmup_frames": warmup,
         **rss_fit(after),
+        "heap_in_use_slope_kb_per_10k_frames": None if heap_slope is None else heap_slope * 10_000 / 1e3,
         "samples": [[s.frames, s.rss] for s in samples],
+        "heap_samples": [
+            [s.frames, s.heap_in_use, s.heap_free] for s in samples if s.heap_in_use is not None
+        ],
     }
     fps = {
         "after_warmup_first_fifth": fps_first,
@@ -175,6 +183,7 @@ def soak(
     models: Path | None,
     checkpoint: Path | None = None,
     checkpoint_every: int = 10_000,
+    heap_trim: bool = True,
 ) -> dict[str, Any]:
     """Run the soak; with ``checkpoint``, also write a partial report (``complete: false``) there every
     ``checkpoint_every`` frames, so a run longer than a session still leaves what it measured."""
@@ -194,7 +203,16 @@ def soak(
 
     def on_progress(u: ProgressUpdate) -> None:
         if u.frames_out % sample_every == 0:
-            samples.append(Sample(u.frames_out, rss_bytes(), time.perf_counter()))
+            heap = heap_stats()
+            samples.append(
+                Sample(
+                    u.frames_out,
+                    rss_bytes(),
+                    time.perf_counter(),
+                    None if heap is None else heap.in_use,
+                    None if heap is None else heap.free,
+                )
+            )
         if checkpoint is not None and u.frames_out % checkpoint_every == 0 and u.frames_out < frames:
             rss, fps = memory_and_fps(samples, warmup)
             partial = {
@@ -214,7 +232,10 @@ def soak(
         opened.source.close()  # the soak reads its own looping source of the same clip
         source = LoopingFileSource(DEMO_CLIP, frames)
         sink = FileSink(output, source.info)
-        pipeline = Pipeline(source, opened.stages, sink, on_progress=on_progress, reference_every=10)
+        trimmer = HeapTrimmer() if heap_trim else None  # as stream.app.run does
+        pipeline = Pipeline(
+            source, opened.stages, sink, on_progress=on_progress, reference_every=10, heap_trim=trimmer
+        )
         stats = pipeline.run()
         counter = opened.counter
         device, backend = opened.device, opened.engines.generator.backend
@@ -241,6 +262,15 @@ def soak(
         "rss": {"before_mb": rss0 / 1e6, **rss},
         "fps": {"mean": stats.fps, **fps},
         "psnr_outside_faces_db": None if fidelity is None else fidelity.summary(),
+        "heap_trim": None
+        if trimmer is None
+        else {
+            "every_frames": trimmer.every,
+            "available": trimmer.available,
+            "trims": trimmer.trims,
+            "mean_ms": trimmer.total_ms / trimmer.trims if trimmer.trims else None,
+            "max_ms": trimmer.max_ms if trimmer.trims else None,
+        },
         "wall_s": stats.wall_s,
     }
 
@@ -280,6 +310,11 @@ def main(argv: list[str] | None = None) -> int:
         "--no-arena-cap", action="store_true", help="leave glibc's malloc arenas uncapped (the CLI caps them)"
     )
     p.add_argument(
+        "--no-heap-trim",
+        action="store_true",
+        help="never return freed heap pages (the CLI does, stream.memory)",
+    )
+    p.add_argument(
         "--summarise",
         type=Path,
         default=None,
@@ -303,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
             models=args.models,
             checkpoint=args.json,
             checkpoint_every=args.checkpoint_every,
+            heap_trim=not args.no_heap_trim,
         )
     report["malloc_arenas"] = {
         "capped": arenas_capped,

@@ -1,4 +1,4 @@
-"""Bounded heap growth for runs of days: cap glibc's malloc arenas.
+"""Bounded heap growth for runs of days: cap glibc's malloc arenas, return freed pages now and then.
 
 Why: glibc gives every thread that allocates its own malloc arena (up to 8 x cores). Our pipeline moves
 frame-sized buffers between threads (capture -> restore -> encode); a buffer freed by another thread
@@ -16,6 +16,9 @@ import ctypes.util
 import logging
 import os
 import sys
+import time
+from dataclasses import dataclass
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -48,3 +51,92 @@ def limit_malloc_arenas(arenas: int = DEFAULT_ARENAS) -> bool:
     ok = bool(mallopt(M_ARENA_MAX, arenas))
     logger.debug("malloc arenas: capped at %d (%s)", arenas, "ok" if ok else "refused")
     return ok
+
+
+# -- returning freed heap pages ------------------------------------------------------------------
+#
+# Why: with the arenas capped, what the heap *holds* stays flat over 100k frames (mallinfo2's
+# in-use bytes fall slightly), but glibc keeps the pages of freed chunks in the middle of an arena
+# resident: the soak measured free-in-heap growing ~2.6 MB per 10k frames while in-use did not, and
+# resident memory growing with it. malloc_trim(0) hands those pages back (madvise), for all arenas.
+
+HEAP_TRIM_EVERY = 1000  # frames between trims: ~33 s at 30 fps; one trim costs a few ms (soak report)
+
+
+@dataclass(frozen=True)
+class HeapStats:
+    """glibc's view of its heap (mallinfo2), bytes: ``in_use`` what the program holds (small and
+    mmapped chunks), ``free`` freed chunks still inside the arenas, ``mmapped`` large direct blocks."""
+
+    in_use: int
+    free: int
+    mmapped: int
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost"
+        )
+    ]  # fmt: skip
+
+
+def _glibc_function(name: str) -> Any | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
+
+
+def heap_stats() -> HeapStats | None:
+    """The heap's in-use and free bytes now; None where glibc's mallinfo2 (2.33+) is missing."""
+    mallinfo2 = _glibc_function("mallinfo2")
+    if mallinfo2 is None:
+        return None
+    mallinfo2.argtypes = []
+    mallinfo2.restype = _MallInfo2
+    m = mallinfo2()
+    return HeapStats(in_use=int(m.uordblks + m.hblkhd), free=int(m.fordblks), mmapped=int(m.hblkhd))
+
+
+class HeapTrimmer:
+    """Calls glibc's ``malloc_trim(0)`` every ``every`` frames (:meth:`tick` once per frame, from one
+    thread), timing each call; where there is no glibc it says so in one debug line and does nothing."""
+
+    def __init__(self, every: int = HEAP_TRIM_EVERY) -> None:
+        if every < 1:
+            raise ValueError(f"every must be >= 1 frame, got {every}")
+        self.every = every
+        self._frames = 0
+        self.trims = 0
+        self.total_ms = 0.0
+        self.max_ms = 0.0
+        self._trim = _glibc_function("malloc_trim")
+        if self._trim is None:
+            logger.debug(
+                "heap trim: no glibc malloc_trim here (%s), freed pages stay with the allocator", sys.platform
+            )
+        else:
+            self._trim.argtypes = [ctypes.c_size_t]
+            self._trim.restype = ctypes.c_int
+
+    @property
+    def available(self) -> bool:
+        return self._trim is not None
+
+    def tick(self) -> bool:
+        """Count one frame; trim on every ``every``-th. Returns whether a trim ran."""
+        self._frames += 1
+        if self._trim is None or self._frames % self.every:
+            return False
+        t0 = time.perf_counter()
+        self._trim(0)
+        ms = (time.perf_counter() - t0) * 1000.0
+        self.trims += 1
+        self.total_ms += ms
+        self.max_ms = max(self.max_ms, ms)
+        logger.debug("heap trim %d after %d frames: %.2f ms", self.trims, self._frames, ms)
+        return True
