@@ -79,3 +79,30 @@ def test_fifth_to_fifth_growth_ignores_single_spikes_and_refit_rewrites_a_report
     write_report({"rss": {"warmup_frames": 5_000, "samples": [[s.frames, s.rss] for s in growing]}}, report)
     assert main(["--summarise", str(report)]) == 0
     assert json.loads(report.read_text())["rss"]["slope_kb_per_10k_frames"] == pytest.approx(100.0)
+
+
+def test_fit_between_trims_sees_the_trend_under_the_trim_sawtooth(tmp_path: Path) -> None:
+    from benchmarks.soak import between_trims, main, rss_fit
+
+    # 2 B/frame of real growth; every trim frame (a multiple of 1000) samples 12 MB low for an instant.
+    samples = [
+        Sample(f, 500_000_000 + 2 * f - (12_000_000 if f % 1000 == 0 else 0), 0.0)
+        for f in range(5_000, 100_000, 250)
+    ]
+    kept = between_trims(samples, 1000)
+    assert len(kept) == len(samples) * 3 // 4 and all(s.frames % 1000 for s in kept)
+    assert rss_fit(kept)["slope_kb_per_10k_frames"] == pytest.approx(20.0)
+    assert rss_fit(kept)["slope_stderr_kb_per_10k_frames"] == pytest.approx(0.0, abs=1e-6)
+    assert between_trims(samples, None) == samples
+    report = tmp_path / "r.json"
+    write_report(
+        {
+            "heap_trim": {"available": True, "every_frames": 1000},
+            "rss": {"warmup_frames": 5_000, "samples": [[s.frames, s.rss] for s in samples]},
+        },
+        report,
+    )
+    assert main(["--summarise", str(report)]) == 0
+    refit = json.loads(report.read_text())["rss"]
+    assert refit["between_trims"]["slope_kb_per_10k_frames"] == pytest.approx(20.0)
+    assert abs(refit["slope_kb_per_10k_frames"] - 20.0) > 1.0, "all samples: the saw-tooth moves the fit"
