@@ -47,6 +47,45 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * _PAGE
 
 
+# Resident memory by the kind of mapping it sits in (/proc/self/smaps), to find what grows when
+# malloc's in-use bytes do not: glibc's main heap ([heap]), its other arenas (anonymous maps that
+# start on a 64 MiB boundary: glibc aligns each arena heap to HEAP_MAX_SIZE), every other anonymous
+# map (large malloc blocks, CPython's object arenas, thread stacks, library pools: the kernel merges
+# neighbours, so sizes cannot tell them apart) and file-backed pages (code, model files).
+_ARENA_ALIGN = 64 << 20
+RSS_KINDS = ("heap", "malloc_arenas", "anon_other", "file")
+
+
+def rss_by_kind() -> dict[str, int] | None:
+    """Resident bytes per :data:`RSS_KINDS` now; None where /proc/self/smaps cannot be read."""
+    try:
+        text = Path("/proc/self/smaps").read_text()
+    except OSError:
+        return None
+    out = dict.fromkeys(RSS_KINDS, 0)
+    kind = "anon_other"
+    for line in text.splitlines():
+        head = line.split(maxsplit=6)
+        if (
+            head and "-" in head[0] and len(head) >= 5
+        ):  # a mapping's first line: range perms offset dev inode [path]
+            lo = int(head[0].split("-")[0], 16)
+            path = head[5] if len(head) > 5 else ""
+            if path == "[heap]":
+                kind = "heap"
+            elif path.startswith("/"):
+                kind = "file"
+            elif path:
+                kind = "anon_other"  # [stack], [vvar], ...
+            elif lo % _ARENA_ALIGN == 0:
+                kind = "malloc_arenas"
+            else:
+                kind = "anon_other"
+        elif head and head[0] == "Rss:":
+            out[kind] += int(head[1]) * 1024
+    return out
+
+
 class LoopingFileSource:
     """A file decoded from the start each time it ends, until ``frames`` frames; a real FileSource
     underneath (its decode, colour conversion and rotation), indices and pts continued across loops."""
@@ -93,6 +132,7 @@ class Sample:
     t: float
     heap_in_use: int | None = None  # mallinfo2: what the program holds; flat where RSS grows = fragmentation
     heap_free: int | None = None
+    by_kind: dict[str, int] | None = None  # rss_by_kind()
 
 
 def slope_fit(samples: list[Sample]) -> tuple[float | None, float | None]:
@@ -141,13 +181,31 @@ def rss_fit(after: list[Sample]) -> dict[str, Any]:
     }
 
 
+def by_kind_fit(after: list[Sample]) -> dict[str, Any] | None:
+    """Per :data:`RSS_KINDS`: resident MB at the first and last sample and the fitted slope (KB per
+    10k frames) over the samples after the warm-up; the samples themselves (frames, bytes per kind)."""
+    rows = [s for s in after if s.by_kind is not None]
+    if len(rows) < 3:
+        return None
+    fits: dict[str, Any] = {}
+    for k in RSS_KINDS:
+        slope = slope_fit([Sample(s.frames, (s.by_kind or {})[k], s.t) for s in rows])[0]
+        fits[k] = {
+            "first_mb": (rows[0].by_kind or {})[k] / 1e6,
+            "last_mb": (rows[-1].by_kind or {})[k] / 1e6,
+            "slope_kb_per_10k_frames": None if slope is None else slope * 10_000 / 1e3,
+        }
+    fits["samples"] = [[s.frames, *((s.by_kind or {})[k] for k in RSS_KINDS)] for s in rows]
+    return fits
+
+
 def fps_between(a: Sample, b: Sample) -> float:
     return (b.frames - a.frames) / (b.t - a.t) if b.t > a.t else 0.0
 
 
 def between_trims(samples: list[Sample], trim_every: int | None) -> list[Sample]:
-    """The samples not taken on a heap-trim frame. Why: the render thread trims before the progress
-    callback of every ``trim_every``-th frame, so those samples see resident memory for an instant
+    """The samples not taken on a heap-trim frame (``--heap-trim``). Why: the trim runs just before the
+    sample of every ``trim_every``-th frame, so those samples see resident memory for an instant
     ~12 MB below the level the process runs at (the pages come back within a few frames); one sample
     in four of that saw-tooth adds ~100 KB per 10k frames of noise to a 100k-frame fit and no trend."""
     if not trim_every:
@@ -177,6 +235,7 @@ def memory_and_fps(
         else {"trim_every": trim_every, **rss_fit(between_trims(after, trim_every))},
         "heap_in_use_slope_kb_per_10k_frames": None if heap_slope is None else heap_slope * 10_000 / 1e3,
         "samples": [[s.frames, s.rss] for s in samples],
+        "by_kind": by_kind_fit(after),
         "heap_samples": [
             [s.frames, s.heap_in_use, s.heap_free] for s in samples if s.heap_in_use is not None
         ],
@@ -198,7 +257,7 @@ def soak(
     models: Path | None,
     checkpoint: Path | None = None,
     checkpoint_every: int = 10_000,
-    heap_trim: bool = True,
+    heap_trim: bool = False,
 ) -> dict[str, Any]:
     """Run the soak; with ``checkpoint``, also write a partial report (``complete: false``) there every
     ``checkpoint_every`` frames, so a run longer than a session still leaves what it measured."""
@@ -208,7 +267,9 @@ def soak(
         input=str(DEMO_CLIP), output=str(output), progress=False, keep_reports=False, models=models
     )
     samples: list[Sample] = []
-    trimmer = HeapTrimmer() if heap_trim else None  # as stream.app.run does
+    # An experiment, not the product: the 100k soak with a trim every 1,000 frames grew as fast as
+    # without (benchmarks/results/README.md), so the CLI does not trim.
+    trimmer = HeapTrimmer() if heap_trim else None
     trim_every = trimmer.every if trimmer is not None and trimmer.available else None
     rss0 = rss_bytes()
     header: dict[str, Any] = {
@@ -219,6 +280,8 @@ def soak(
     }
 
     def on_progress(u: ProgressUpdate) -> None:
+        if trimmer is not None:
+            trimmer.tick()  # the render thread, after the frame was written
         if u.frames_out % sample_every == 0:
             heap = heap_stats()
             samples.append(
@@ -228,6 +291,7 @@ def soak(
                     time.perf_counter(),
                     None if heap is None else heap.in_use,
                     None if heap is None else heap.free,
+                    rss_by_kind(),
                 )
             )
         if checkpoint is not None and u.frames_out % checkpoint_every == 0 and u.frames_out < frames:
@@ -249,9 +313,7 @@ def soak(
         opened.source.close()  # the soak reads its own looping source of the same clip
         source = LoopingFileSource(DEMO_CLIP, frames)
         sink = FileSink(output, source.info)
-        pipeline = Pipeline(
-            source, opened.stages, sink, on_progress=on_progress, reference_every=10, heap_trim=trimmer
-        )
+        pipeline = Pipeline(source, opened.stages, sink, on_progress=on_progress, reference_every=10)
         stats = pipeline.run()
         counter = opened.counter
         device, backend = opened.device, opened.engines.generator.backend
@@ -333,9 +395,9 @@ def main(argv: list[str] | None = None) -> int:
         "--no-arena-cap", action="store_true", help="leave glibc's malloc arenas uncapped (the CLI caps them)"
     )
     p.add_argument(
-        "--no-heap-trim",
+        "--heap-trim",
         action="store_true",
-        help="never return freed heap pages (the CLI does, stream.memory)",
+        help="malloc_trim every 1,000 frames (an experiment: the CLI does not; stream.memory)",
     )
     p.add_argument(
         "--summarise",
@@ -361,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
             models=args.models,
             checkpoint=args.json,
             checkpoint_every=args.checkpoint_every,
-            heap_trim=not args.no_heap_trim,
+            heap_trim=args.heap_trim,
         )
     report["malloc_arenas"] = {
         "capped": arenas_capped,

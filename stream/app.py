@@ -25,7 +25,6 @@ from stream.media.fidelity import Fidelity
 from stream.media.sinks import DEFAULT_CRF, NETWORK_OUTPUTS, Sink, open_sink, sink_fidelity
 from stream.media.sources import Source, open_source
 from stream.media.vcam import is_vcam, open_vcam_sink
-from stream.memory import HeapTrimmer
 from stream.networks import Engines, check_engine_choices, default_models_dir, load_engines, load_prior_step
 from stream.pipeline import FrameSink, Pipeline, Stage
 from stream.preview.controls import LiveControls
@@ -329,7 +328,6 @@ def run(
             on_progress=opened.views.on_progress(on_progress or reporter),
             stop_event=stop,
             reference_every=10 if output is not None and not _is_url(output) and not is_vcam(output) else 0,
-            heap_trim=HeapTrimmer(),
         )
         try:
             stats = pipeline.run()

@@ -1,9 +1,9 @@
-"""Bounded heap growth for runs of days: cap glibc's malloc arenas, return freed pages now and then.
+"""Bounded heap growth for runs of days: cap glibc's malloc arenas; look inside the heap (soak).
 
 Why: glibc gives every thread that allocates its own malloc arena (up to 8 x cores). Our pipeline moves
 frame-sized buffers between threads (capture -> restore -> encode); a buffer freed by another thread
 than the one that allocated it goes back to the allocating thread's arena, and arenas fragment: resident
-memory crept up ~217 B per frame over 12k frames of the soak (benchmarks/results/soak_cpu.json), while
+memory crept up ~217 B per frame over 12k frames of the soak (benchmarks/results/soak_cpu_12k_no_cap.json), while
 the same run with MALLOC_ARENA_MAX=2 stayed flat (soak_cpu_malloc_arena2.json). Environment variables
 are read before Python starts, so a user would have to know; ``mallopt(M_ARENA_MAX, n)`` does the same
 from inside the process, provided it runs before the worker threads make their first allocation.
@@ -53,14 +53,15 @@ def limit_malloc_arenas(arenas: int = DEFAULT_ARENAS) -> bool:
     return ok
 
 
-# -- returning freed heap pages ------------------------------------------------------------------
+# -- looking inside the heap ---------------------------------------------------------------------
 #
-# Why: with the arenas capped, what the heap *holds* stays flat over 100k frames (mallinfo2's
-# in-use bytes fall slightly), but glibc keeps the pages of freed chunks in the middle of an arena
-# resident: the soak measured free-in-heap growing ~2.6 MB per 10k frames while in-use did not, and
-# resident memory growing with it. malloc_trim(0) hands those pages back (madvise), for all arenas.
+# Why: to tell a leak from fragmentation. With the arenas capped, mallinfo2's in-use bytes stay flat
+# over 100k soak frames (+16 KB per 10k frames) while resident memory grows ~0.4 MB per 10k, so what
+# grows is not memory malloc hands out. malloc_trim(0) returns the pages of freed chunks; measured
+# (benchmarks.soak --heap-trim): ~12 MB released per trim and faulted back within 250 frames, the
+# slope unchanged, so the CLI does not trim; the trimmer stays for that experiment.
 
-HEAP_TRIM_EVERY = 1000  # frames between trims: ~33 s at 30 fps; one trim costs a few ms (soak report)
+HEAP_TRIM_EVERY = 1000  # frames between trims: ~33 s at 30 fps; one trim costs ~4 ms (soak report)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,6 @@ from itertools import pairwise
 from typing import Final, Protocol
 
 from stream.errors import StageError
-from stream.memory import HeapTrimmer
 from stream.queues import BoundedQueue, EndOfStream, QueueStopped
 from stream.stats import PipelineStats, ProgressUpdate, RecentSamples
 from stream.types import Frame, VideoInfo
@@ -156,8 +155,7 @@ class Pipeline:
     ``keep_samples``: per-frame timings retained for the stats (the most recent ones; memory is
     fixed). ``reference_every`` > 0: every N-th frame carries a copy of itself as decoded
     (``Frame.reference_bgr_u8``) so a file sink can measure what encoding changed outside the faces.
-    ``heap_trim``: a :class:`stream.memory.HeapTrimmer` the render thread ticks after each written
-    frame (a run of days keeps its resident memory flat). A pipeline runs once.
+    A pipeline runs once.
     """
 
     def __init__(
@@ -174,7 +172,6 @@ class Pipeline:
         poll_s: float = 0.05,
         keep_samples: int = KEEP_SAMPLES,
         reference_every: int = 0,
-        heap_trim: HeapTrimmer | None = None,
     ) -> None:
         if not isinstance(queue_size, int) or queue_size < 1:
             raise ValueError(f"queue_size must be an int >= 1, got {queue_size!r}")
@@ -210,7 +207,6 @@ class Pipeline:
         self._stage_ms = {n: RecentSamples(keep_samples) for n in hops}
         self._latency_ms = RecentSamples(keep_samples)
         self._reference_every = reference_every
-        self.heap_trim = heap_trim
         self._frames_in = 0
         self._frames_out = 0
         self._t0 = 0.0
@@ -363,8 +359,6 @@ class Pipeline:
                 latency_ms = (t1 - item.captured_at) * 1000.0
                 self._latency_ms.append(latency_ms)
                 self._frames_out += 1
-                if self.heap_trim is not None:
-                    self.heap_trim.tick()
                 if self._on_progress is not None and not self._report(self._on_progress, latency_ms, t1):
                     return
         except QueueStopped:

@@ -35,6 +35,8 @@ def test_short_soak_accounts_for_every_frame(tmp_path: Path) -> None:
     acc = r["accounting"]
     assert acc["exact"] and acc["frames_out"] == 40 and acc["restore_calls"] == 40
     assert len(r["rss"]["samples"]) == 4 and r["rss"]["slope_bytes_per_frame"] is not None
+    assert r["heap_trim"] is None and r["rss"]["between_trims"] is None  # the trim is opt-in
+    assert len(r["rss"]["by_kind"]["samples"]) == 4
     assert r["psnr_outside_faces_db"]["frames"] == 4
 
 
@@ -106,3 +108,12 @@ def test_fit_between_trims_sees_the_trend_under_the_trim_sawtooth(tmp_path: Path
     refit = json.loads(report.read_text())["rss"]
     assert refit["between_trims"]["slope_kb_per_10k_frames"] == pytest.approx(20.0)
     assert abs(refit["slope_kb_per_10k_frames"] - 20.0) > 1.0, "all samples: the saw-tooth moves the fit"
+
+
+def test_rss_by_kind_adds_up_to_the_resident_set() -> None:
+    from benchmarks.soak import RSS_KINDS, rss_by_kind, rss_bytes
+
+    kinds = rss_by_kind()
+    assert kinds is not None and set(kinds) == set(RSS_KINDS)
+    assert kinds["file"] > 0 and kinds["anon_other"] + kinds["heap"] > 0
+    assert abs(sum(kinds.values()) - rss_bytes()) < 0.1 * rss_bytes()

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 
 from stream.errors import StageError
-from stream.memory import HeapTrimmer
 from stream.pipeline import FunctionStage, Pipeline
 from stream.queues import END_OF_STREAM, BoundedQueue, EndOfStream, QueueStopped
 from stream.stats import PipelineStats, ProgressReporter, ProgressUpdate, distribution
@@ -334,12 +333,6 @@ def test_pipeline_without_stages_copies_source_to_sink() -> None:
     sink = RecordingSink()
     stats = Pipeline(FakeSource(10), [], sink).run()
     assert sink.indices == list(range(10)) and stats.dropped == {"capture->render": 0}
-
-
-def test_render_thread_trims_the_heap_every_n_written_frames() -> None:
-    trimmer = HeapTrimmer(every=4)
-    Pipeline(FakeSource(10), [], RecordingSink(), heap_trim=trimmer).run()
-    assert trimmer.trims == (2 if trimmer.available else 0)
 
 
 def test_live_source_faster_than_a_stage_drops_the_oldest_frames() -> None:
